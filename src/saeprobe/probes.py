@@ -1,0 +1,147 @@
+"""Linear probes on pooled features, and the TF-IDF bag-of-words baseline.
+
+Method (DESIGN.md §5; Gallifant et al. 2025 §3.3, corrected): scikit-learn logistic
+regression, class-balanced, with the inverse regularisation ``C`` chosen by stratified k-fold
+cross-validation *on the train split only* (scoring: macro F1). The chosen model is refitted
+on the whole train split and evaluated once on the test split (macro F1 — the paper's main
+metric —, accuracy, AUROC, confusion matrix); the validation split, when the dataset has one,
+is scored the same way. Test rows never enter fitting or selection.
+
+Features are scaled before the solver (``MaxAbsScaler`` for sparse SAE features, which keeps
+them sparse; ``StandardScaler`` for dense hidden states); the scaler is fitted on train rows.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, make_scorer, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MaxAbsScaler, StandardScaler
+
+from saeprobe.errors import DataError
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Macro-averaged F1 over the classes present (the paper's main metric)."""
+    return float(f1_score(y_true, y_pred, average="macro"))
+
+
+# A scorer built from a function without a ``labels`` argument: sklearn 1.9's
+# LogisticRegressionCV rebuilds scorers that take ``labels`` and, for the built-in
+# 'f1_macro', passes ``pos_label`` twice on binary problems (TypeError).
+MACRO_F1 = make_scorer(macro_f1)
+
+
+def _cv(y_train: np.ndarray, folds: int, seed: int) -> StratifiedKFold:
+    smallest = int(np.bincount(y_train)[np.bincount(y_train) > 0].min())
+    if smallest < 2:
+        raise DataError("a class has a single train example: stratified cross-validation needs at least 2 per class")
+    return StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
+
+
+def _metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, Any]:
+    labels = np.arange(n_classes)
+    present = np.unique(y)
+    if len(present) < 2:
+        auroc = None
+    elif n_classes == 2:
+        auroc = float(roc_auc_score(y, proba[:, 1]))
+    else:
+        # One-vs-rest over the classes present in this split.
+        auroc = float(roc_auc_score(y, proba[:, present] / proba[:, present].sum(1, keepdims=True),
+                                    multi_class="ovr", average="macro", labels=present))
+    return {
+        "n": int(len(y)),
+        "macro_f1": float(f1_score(y, pred, average="macro", labels=present)),
+        "accuracy": float(accuracy_score(y, pred)),
+        "auroc": auroc,
+        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
+    }
+
+
+def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_folds: int = 5, max_iter: int = 500,
+              class_weight: str | None = "balanced", tol: float = 1e-4, seed: int = 42, n_classes: int | None = None,
+              n_jobs: int = 1) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Fit a probe with C chosen by CV on the train split; score it on validation and test.
+
+    Args:
+        x: (n_docs, n_features) features, scipy sparse or dense; row i = doc_id i.
+        y: (n_docs,) int labels. split: (n_docs,) 'train' / 'validation' / 'test'.
+        Cs: candidate inverse regularisation strengths.
+    Returns:
+        (result dict, coefficients (n_classes or 1, n_features) in the scaled feature space, intercept)
+    Raises:
+        DataError: no train or no test rows, or fewer than two classes in train.
+    """
+    train, test = split == "train", split == "test"
+    if not train.any() or not test.any():
+        raise DataError(f"need train and test rows, got {int(train.sum())} train and {int(test.sum())} test")
+    y_train = y[train]
+    if len(np.unique(y_train)) < 2:
+        raise DataError("the train split has a single class")
+    n_classes = n_classes or int(y.max()) + 1
+    sparse = sp.issparse(x)
+    x = sp.csr_matrix(x, dtype=np.float64) if sparse else np.asarray(x, dtype=np.float64)
+    model = Pipeline([
+        ("scale", MaxAbsScaler() if sparse else StandardScaler()),
+        ("logreg", LogisticRegressionCV(
+            Cs=list(Cs), l1_ratios=(0.0,), cv=_cv(y_train, cv_folds, seed), scoring=MACRO_F1, class_weight=class_weight,
+            max_iter=max_iter, tol=tol, random_state=seed, n_jobs=n_jobs, use_legacy_attributes=False,
+        )),
+    ])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x[train], y_train)
+    lr: LogisticRegressionCV = model.named_steps["logreg"]
+    scores = _cv_scores(lr)
+    best = int(np.argmax(scores.mean(0)))
+    result: dict[str, Any] = {
+        "C": float(lr.C_ if np.ndim(lr.C_) == 0 else np.ravel(lr.C_)[0]),
+        "cv_macro_f1": float(scores.mean(0)[best]),
+        "cv_macro_f1_std": float(scores.std(0)[best]),
+        "cv_scores_by_C": {f"{c:g}": float(s) for c, s in zip(lr.Cs_, scores.mean(0), strict=True)},
+        "cv_folds": int(lr.cv.n_splits),
+        "n_train": int(train.sum()),
+        "n_features": int(x.shape[1]),
+        "mean_active_features": float(x[train].getnnz(axis=1).mean()) if sparse else float(x.shape[1]),
+        "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught),
+    }
+    for name, mask in (("validation", split == "validation"), ("test", test)):
+        if mask.any():
+            proba = np.zeros((int(mask.sum()), n_classes))
+            proba[:, lr.classes_] = model.predict_proba(x[mask])
+            result[name] = _metrics(y[mask], model.predict(x[mask]), proba, n_classes)
+    return result, np.asarray(lr.coef_), np.asarray(lr.intercept_)
+
+
+def _cv_scores(lr: LogisticRegressionCV) -> np.ndarray:
+    """(n_folds, n_Cs) CV macro-F1 scores, whatever the sklearn version's attribute layout."""
+    scores = lr.scores_
+    if isinstance(scores, dict):  # legacy layout: {class: (folds, Cs)} with identical entries
+        scores = next(iter(scores.values()))
+    return np.asarray(scores).reshape(-1, len(lr.Cs_))
+
+
+def fit_tfidf(texts: list[str], y: np.ndarray, split: np.ndarray, *, ngram_max: int = 2, max_features: int | None = 20000,
+              stop_words: str | None = "english", min_df: int = 1, **probe_kwargs: Any) -> dict[str, Any]:
+    """TF-IDF (word 1..ngram_max-grams) + the same CV-selected logistic regression, same splits.
+
+    The vocabulary and IDF weights are fitted on train texts only. MOSAIC's settings:
+    1–2-grams, 20000 features, English stop words.
+    """
+    train = split == "train"
+    vec = TfidfVectorizer(ngram_range=(1, ngram_max), max_features=max_features, stop_words=stop_words,
+                          min_df=min_df, sublinear_tf=False)
+    vec.fit([t for t, keep in zip(texts, train, strict=True) if keep])
+    x = vec.transform(texts)
+    result, _, _ = fit_probe(x, y, split, **probe_kwargs)
+    result["vocabulary_size"] = len(vec.vocabulary_)
+    return result

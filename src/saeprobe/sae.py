@@ -1,0 +1,282 @@
+"""Sparse autoencoders: loading (SAELens release, local folder), training, and encoding.
+
+Training follows SAELens' own trainer (``SAETrainer`` with a ``TopKTrainingSAE``) on
+activation vectors read from saeprobe's activation stores — train-split documents and
+non-special tokens only, subsampled to a bounded in-memory buffer. Encoding streams an
+activation store through ``sae.encode`` in batches and writes the non-zero codes as CSR
+(:class:`saeprobe.store.CodeStore`), recording L0 and reconstruction quality on this data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from saeprobe.errors import ConfigError
+from saeprobe.store import CHUNK_TOKENS, ActivationStore, AppendWriter, create_array, write_index
+
+log = logging.getLogger("saeprobe")
+
+
+def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name: str = "sae", trained_dir: str | Path | None = None) -> Any:
+    """Load the SAE of ``spec`` for ``layer`` (inference form).
+
+    Args:
+        spec: a ``saes.<name>`` config entry: ``release`` + ``sae_id``, ``path``, or ``train``.
+            ``{layer}`` in ``sae_id`` / ``path`` is filled in.
+        trained_dir: for ``train`` SAEs, the folder written by :func:`train_topk`.
+    Raises:
+        ConfigError: the release/id or folder cannot be loaded.
+    """
+    from sae_lens import SAE
+
+    device = str(device)
+    if "release" in spec:
+        sae_id = spec["sae_id"].format(layer=layer)
+        try:
+            return SAE.from_pretrained(spec["release"], sae_id, device=device)
+        except Exception as exc:
+            raise ConfigError(
+                f"saes.{name}: could not load SAE '{sae_id}' of release '{spec['release']}': {exc}"
+            ) from exc
+    folder = Path(trained_dir) if "train" in spec else Path(spec["path"].format(layer=layer))
+    if not (folder / "cfg.json").exists():
+        raise ConfigError(f"saes.{name}: no SAELens folder (cfg.json + weights) at '{folder}'")
+    try:
+        return SAE.load_from_disk(str(folder), device=device)
+    except Exception as exc:
+        raise ConfigError(f"saes.{name}: could not load the SAE in '{folder}': {exc}") from exc
+
+
+# --------------------------------------------------------------------------- training data
+
+
+def collect_vectors(
+    stores: Sequence[ActivationStore], train_docs: Sequence[np.ndarray], layer: int, max_vectors: int, seed: int
+) -> torch.Tensor:
+    """Sample up to ``max_vectors`` non-special token activations of train-split documents.
+
+    Args:
+        stores: activation stores (one per dataset).
+        train_docs: per store, a bool array indexed by doc_id: True for train-split documents.
+        layer: which layer's activations.
+    Returns:
+        (n, d_model) float32 tensor, shuffled; n ≤ max_vectors. Memory is bounded by
+        ``max_vectors`` whatever the dataset size (each block is subsampled as it is read).
+    """
+    rng = np.random.default_rng(seed)
+    eligible = []
+    for store, is_train in zip(stores, train_docs, strict=True):
+        doc_tokens = np.repeat(is_train[store.doc_id], np.diff(store.offsets))
+        eligible.append(int(doc_tokens.sum()))
+    total = sum(eligible)
+    if total == 0:
+        raise ValueError("no train-split tokens to train the SAE on")
+    rate = min(1.0, max_vectors / total)
+    parts = []
+    for store, is_train in zip(stores, train_docs, strict=True):
+        for a, b in store.doc_blocks(1 << 16):
+            r0, r1 = int(store.offsets[a]), int(store.offsets[b])
+            take = np.repeat(is_train[store.doc_id[a:b]], np.diff(store.offsets[a : b + 1]))
+            take &= ~store.special(r0, r1)
+            take &= rng.random(r1 - r0) < rate
+            if take.any():
+                parts.append(store.rows(layer, r0, r1)[take])
+    x = np.concatenate(parts)
+    rng.shuffle(x)
+    return torch.from_numpy(x[:max_vectors])
+
+
+def batches(x: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless shuffled mini-batches of ``x`` (reshuffled every epoch)."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x) - batch_size + 1, batch_size):
+            yield x[perm[i : i + batch_size]]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class QualityMeter:
+    """Streams reconstruction quality and sparsity over batches of activations.
+
+    Explained variance = 1 - Σ‖x - x̂‖² / Σ‖x - mean(x)‖² (all sums over tokens and dims,
+    float64 accumulators), L0 = mean number of non-zero codes per token, dead fraction =
+    share of features that never fired on the data seen.
+    """
+
+    d_sae: int
+    n: int = 0
+    sse: float = 0.0
+    sum_x: np.ndarray | None = None
+    sum_sq: float = 0.0
+    l0_sum: float = 0.0
+    fired: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor, codes: torch.Tensor) -> None:
+        x64, r = x.double(), (x - x_hat).double()
+        if self.sum_x is None:
+            self.sum_x = np.zeros(x.shape[1])
+            self.fired = np.zeros(self.d_sae, dtype=bool)
+        self.n += len(x)
+        self.sse += float((r * r).sum())
+        self.sum_x += x64.sum(0).cpu().numpy()
+        self.sum_sq += float((x64 * x64).sum())
+        nz = codes != 0
+        self.l0_sum += float(nz.sum())
+        self.fired |= nz.any(0).cpu().numpy()
+
+    def result(self) -> dict[str, float]:
+        if self.n == 0 or self.sum_x is None:
+            return {"n_tokens": 0}
+        sst = self.sum_sq - float(self.sum_x @ self.sum_x) / self.n
+        return {
+            "n_tokens": self.n,
+            "explained_variance": 1.0 - self.sse / sst if sst > 0 else float("nan"),
+            "mse": self.sse / (self.n * len(self.sum_x)),
+            "l0": self.l0_sum / self.n,
+            "dead_fraction": float(1.0 - self.fired.mean()),
+        }
+
+
+def measure(sae: Any, x: torch.Tensor, batch_size: int = 4096) -> dict[str, float]:
+    """Reconstruction quality of ``sae`` on ``x`` (n, d_in)."""
+    meter = QualityMeter(int(sae.cfg.d_sae))
+    device = next(sae.parameters()).device
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(device)
+            codes = sae.encode(xb)
+            meter.update(xb, sae.decode(codes), codes)
+    return meter.result()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_topk(x: torch.Tensor, out_dir: str | Path, *, width: int, k: int, training_tokens: int, batch_size: int,
+               lr: float, heldout_fraction: float, seed: int, device: str = "cpu",
+               metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train a SAELens TopK SAE on activation vectors and save it in SAELens format.
+
+    Args:
+        x: (n, d_in) float32 training vectors (non-special, train-split tokens).
+        out_dir: written with ``cfg.json`` + ``sae_weights.safetensors`` (SAELens
+            ``save_inference_model`` format, loadable with ``SAE.load_from_disk``).
+        width: d_sae; k: active features per token; training_tokens: vectors seen in training.
+    Returns:
+        Training log: losses and, on held-out vectors, explained variance, L0, dead fraction.
+    """
+    from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+    torch.manual_seed(seed)
+    n_held = max(1, int(len(x) * heldout_fraction))
+    held, train = x[:n_held], x[n_held:]
+    if len(train) < batch_size:
+        batch_size = max(1, len(train))
+        log.warning("only %d training vectors: batch size reduced to %d", len(train), batch_size)
+    cfg = TopKTrainingSAEConfig(
+        d_in=int(x.shape[1]), d_sae=width, k=k, device=device, dtype="float32",
+        normalize_activations="expected_average_only_in",
+    )
+    sae = TopKTrainingSAE(cfg)
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=training_tokens, train_batch_size_samples=batch_size, lr=lr, lr_end=lr / 10,
+        lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(100, training_tokens // batch_size // 10),
+        device=device, dead_feature_window=max(50, training_tokens // batch_size // 10),
+        logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=min(100, max(1, len(train) // batch_size)),
+    )
+    losses: list[float] = []
+    data = batches(train, batch_size, seed)
+
+    def provider() -> Iterator[torch.Tensor]:
+        for b in data:
+            yield b.to(device)
+
+    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=provider())
+    step = trainer.step
+
+    def logged_step(batch: torch.Tensor) -> Any:
+        out = step(batch)
+        losses.append(float(out.loss))
+        return out
+
+    trainer.step = logged_step  # type: ignore[method-assign]
+    trained = trainer.fit()
+    out_dir = Path(out_dir)
+    trained.save_inference_model(str(out_dir))
+    from sae_lens import SAE
+
+    inference = SAE.load_from_disk(str(out_dir), device=device)
+    quality = measure(inference, held)
+    every = max(1, len(losses) // 50)
+    return {
+        "architecture": "topk", "d_in": int(x.shape[1]), "d_sae": width, "k": k,
+        "training_tokens": training_tokens, "n_buffer_vectors": len(train), "n_heldout_vectors": n_held,
+        "steps": len(losses), "loss_curve": [(i, losses[i]) for i in range(0, len(losses), every)],
+        "final_loss": losses[-1] if losses else None, "heldout": quality, **(metadata or {}),
+    }
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group, *, heldout_docs: np.ndarray,
+                 batch_size: int = 4096, chunk_tokens: int = CHUNK_TOKENS) -> dict[str, Any]:
+    """Encode every token of ``store``'s ``layer`` with ``sae``; write sparse codes to ``group``.
+
+    Args:
+        heldout_docs: bool array by doc_id, True for documents outside the train split; quality
+            is reported over all non-special tokens and over held-out ones separately.
+    Returns:
+        attrs: d_sae, nnz, L0 and reconstruction quality (explained variance, MSE, dead fraction).
+    Raises:
+        ValueError: the SAE's input width differs from the activations' width.
+    """
+    device = next(sae.parameters()).device
+    d_sae, d_in = int(sae.cfg.d_sae), int(sae.cfg.d_in)
+    idx_w = AppendWriter(create_array(group, "indices", (), np.int32, chunk_tokens * 32))
+    val_w = AppendWriter(create_array(group, "values", (), np.float32, chunk_tokens * 32))
+    ptr_w = AppendWriter(create_array(group, "indptr", (), np.int64, chunk_tokens * 4))
+    spec_w = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
+    ptr_w.write(np.zeros(1, np.int64))
+    overall, held = QualityMeter(d_sae), QualityMeter(d_sae)
+    nnz = 0
+    with torch.inference_mode():
+        for a, b in store.doc_blocks(batch_size):
+            r0, r1 = int(store.offsets[a]), int(store.offsets[b])
+            x = torch.from_numpy(store.rows(layer, r0, r1))
+            if x.shape[1] != d_in:
+                raise ValueError(f"SAE input width d_in={d_in} does not match the model's d_model={x.shape[1]} at layer {layer}")
+            special = store.special(r0, r1)
+            is_held = np.repeat(heldout_docs[store.doc_id[a:b]], np.diff(store.offsets[a : b + 1]))
+            xd = x.to(device)
+            codes = sae.encode(xd)
+            recon = sae.decode(codes)
+            real = torch.from_numpy(~special).to(device)
+            overall.update(xd[real], recon[real], codes[real])
+            hm = torch.from_numpy(~special & is_held).to(device)
+            if hm.any():
+                held.update(xd[hm], recon[hm], codes[hm])
+            rows, cols = torch.nonzero(codes, as_tuple=True)  # row-major: CSR order
+            counts = torch.bincount(rows, minlength=len(x)).cpu().numpy()
+            idx_w.write(cols.to(torch.int32).cpu().numpy())
+            val_w.write(codes[rows, cols].float().cpu().numpy())
+            ptr_w.write(nnz + np.cumsum(counts))
+            spec_w.write(special)
+            nnz += int(counts.sum())
+    for w in (idx_w, val_w, ptr_w, spec_w):
+        w.close()
+    write_index(group, store.offsets, store.doc_id)
+    return {"d_sae": d_sae, "d_in": d_in, "nnz": nnz, "quality": overall.result(), "quality_heldout": held.result()}

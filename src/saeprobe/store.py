@@ -1,0 +1,151 @@
+"""Ragged per-token stores in Zarr: dense activations and sparse SAE codes.
+
+Both stores hold a variable number of tokens per document, concatenated along axis 0:
+
+- ``offsets`` (n_docs + 1, int64): stored document i is rows ``offsets[i]:offsets[i+1]``;
+- ``doc_id`` (n_docs, int64): the dataset doc_id of stored document i (documents are stored
+  in processing order — length-sorted — not doc_id order);
+- ``special`` (n_tokens, bool): the token is a special token (BOS/CLS/SEP/EOS). Padding is
+  never stored.
+
+Dense activation store (``activations/{model}/{dataset}.zarr``): one array ``layer_{L}`` of
+shape (n_tokens, d_model) per layer, float16 or float32, chunked along tokens.
+
+Sparse code store (``features/.../layer_{L}.zarr``): CSR over tokens — ``indptr``
+(n_tokens + 1, int64), ``indices`` (nnz, int32, feature index), ``values`` (nnz, float32) —
+with ``attrs['d_sae']``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import zarr
+from zarr.codecs import BloscCodec
+
+CHUNK_TOKENS = 16384
+COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+def create_array(group: zarr.Group, name: str, row_shape: tuple[int, ...], dtype: Any, chunk_rows: int) -> zarr.Array:
+    """An empty array of shape (0, *row_shape), chunked by ``chunk_rows`` rows, for appending."""
+    return group.create_array(
+        name, shape=(0, *row_shape), chunks=(chunk_rows, *row_shape), dtype=dtype, compressors=COMPRESSOR
+    )
+
+
+class AppendWriter:
+    """Appends rows to a Zarr array, flushing only whole chunks until :meth:`close`.
+
+    Buffering to chunk boundaries means every chunk is written once, never read back and
+    rewritten. Memory is bounded by about two chunks.
+    """
+
+    def __init__(self, array: zarr.Array):
+        self.array = array
+        self.chunk = array.chunks[0]
+        self.buf: list[np.ndarray] = []
+        self.n_buf = 0
+        self.n_written = 0
+
+    def write(self, rows: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        self.buf.append(np.asarray(rows, dtype=self.array.dtype))
+        self.n_buf += len(rows)
+        if self.n_buf >= self.chunk:
+            data = np.concatenate(self.buf)
+            n_full = (len(data) // self.chunk) * self.chunk
+            self._flush(data[:n_full])
+            rest = data[n_full:]
+            self.buf, self.n_buf = ([rest] if len(rest) else []), len(rest)
+
+    def _flush(self, data: np.ndarray) -> None:
+        if len(data):
+            self.array.append(data, axis=0)
+            self.n_written += len(data)
+
+    def close(self) -> int:
+        """Write what is left; return the total number of rows written."""
+        if self.buf:
+            self._flush(np.concatenate(self.buf))
+        self.buf, self.n_buf = [], 0
+        return self.n_written
+
+
+def write_index(group: zarr.Group, offsets: np.ndarray, doc_id: np.ndarray) -> None:
+    """Store the per-document ``offsets`` (n_docs+1) and ``doc_id`` (n_docs) arrays."""
+    for name, arr in (("offsets", np.asarray(offsets, np.int64)), ("doc_id", np.asarray(doc_id, np.int64))):
+        group.create_array(name, data=arr, chunks=(max(1, min(len(arr), 1 << 20)),))
+
+
+class RaggedStore:
+    """Read access to a ragged token store (dense or sparse), block by block.
+
+    Memory is bounded by the block size, not by the dataset: only the per-document index
+    (``offsets``, ``doc_id``) is held whole.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.group = zarr.open_group(str(path), mode="r")
+        self.offsets = np.asarray(self.group["offsets"][:], dtype=np.int64)
+        self.doc_id = np.asarray(self.group["doc_id"][:], dtype=np.int64)
+        self.attrs: dict[str, Any] = dict(self.group.attrs)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_id)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def doc_blocks(self, max_tokens: int = 1 << 16) -> Iterator[tuple[int, int]]:
+        """Yield (first, last+1) ranges of stored documents with at most ``max_tokens`` rows
+        (a single longer document forms its own block)."""
+        start = 0
+        while start < self.n_docs:
+            limit = self.offsets[start] + max_tokens
+            stop = int(np.searchsorted(self.offsets, limit, side="right")) - 1
+            stop = min(max(stop, start + 1), self.n_docs)
+            yield start, stop
+            start = stop
+
+    def special(self, row_start: int, row_stop: int) -> np.ndarray:
+        return np.asarray(self.group["special"][row_start:row_stop], dtype=bool)
+
+
+class ActivationStore(RaggedStore):
+    """Dense per-token activations: ``layer_{L}`` arrays of shape (n_tokens, d_model)."""
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(int(k.removeprefix("layer_")) for k in self.group.array_keys() if k.startswith("layer_"))
+
+    def rows(self, layer: int, row_start: int, row_stop: int) -> np.ndarray:
+        """Rows of layer ``layer`` as float32, shape (row_stop - row_start, d_model)."""
+        key = f"layer_{layer}"
+        if key not in self.group:
+            raise KeyError(f"{self.path}: no layer {layer} (stored: {self.layers})")
+        return np.asarray(self.group[key][row_start:row_stop], dtype=np.float32)
+
+
+class CodeStore(RaggedStore):
+    """Sparse per-token SAE codes in CSR form."""
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.attrs["d_sae"])
+
+    def rows(self, row_start: int, row_stop: int) -> sp.csr_matrix:
+        """Codes of tokens ``row_start:row_stop`` as a (n, d_sae) float32 CSR matrix."""
+        indptr = np.asarray(self.group["indptr"][row_start : row_stop + 1], dtype=np.int64)
+        lo, hi = int(indptr[0]), int(indptr[-1])
+        indices = np.asarray(self.group["indices"][lo:hi], dtype=np.int32)
+        values = np.asarray(self.group["values"][lo:hi], dtype=np.float32)
+        return sp.csr_matrix((values, indices, indptr - lo), shape=(row_stop - row_start, self.d_sae))

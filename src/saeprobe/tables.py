@@ -1,0 +1,85 @@
+"""Aggregation of probe results into the run's tables (polars).
+
+- ``grid``: one row per probe (model × dataset × feature source × layer × pooling ×
+  binarization, plus TF-IDF per dataset) with CV and test scores.
+- ``best``: per dataset and model, the best SAE configuration and the best hidden-state
+  configuration, and per dataset the TF-IDF baseline — the best chosen on the **CV** macro F1
+  (train split), never on test; the test macro F1 of the chosen configuration is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from saeprobe.config import HIDDEN
+from saeprobe.io import atomic_path, read_json
+
+GRID_COLUMNS = [
+    "dataset", "model", "family", "source", "layer", "pooling", "binarize", "C", "cv_macro_f1", "cv_macro_f1_std",
+    "test_macro_f1", "test_accuracy", "test_auroc", "validation_macro_f1", "n_train", "n_test", "n_features",
+    "mean_active_features",
+]
+
+
+def _row(result: dict[str, Any]) -> dict[str, Any]:
+    test, val = result.get("test", {}), result.get("validation") or {}
+    source = result["source"]
+    family = "tfidf" if source == "tfidf" else "hidden" if source == HIDDEN else "sae"
+    return {
+        "dataset": result["dataset"], "model": result.get("model"), "family": family, "source": source,
+        "layer": result.get("layer"), "pooling": result.get("pooling"), "binarize": result.get("binarize"),
+        "C": result["C"], "cv_macro_f1": result["cv_macro_f1"], "cv_macro_f1_std": result["cv_macro_f1_std"],
+        "test_macro_f1": test.get("macro_f1"), "test_accuracy": test.get("accuracy"), "test_auroc": test.get("auroc"),
+        "validation_macro_f1": val.get("macro_f1"), "n_train": result["n_train"], "n_test": test.get("n"),
+        "n_features": result["n_features"], "mean_active_features": result.get("mean_active_features"),
+    }
+
+
+def grid(paths: Iterable[str | Path]) -> pl.DataFrame:
+    """All probe results as one frame (schema: :data:`GRID_COLUMNS`)."""
+    rows = [_row(read_json(p)) for p in paths]
+    schema = {
+        "dataset": pl.String, "model": pl.String, "family": pl.String, "source": pl.String, "layer": pl.Int64,
+        "pooling": pl.String, "binarize": pl.String, "C": pl.Float64, "cv_macro_f1": pl.Float64,
+        "cv_macro_f1_std": pl.Float64, "test_macro_f1": pl.Float64, "test_accuracy": pl.Float64,
+        "test_auroc": pl.Float64, "validation_macro_f1": pl.Float64, "n_train": pl.Int64, "n_test": pl.Int64,
+        "n_features": pl.Int64, "mean_active_features": pl.Float64,
+    }
+    df = pl.DataFrame(rows, schema=schema, orient="row")
+    return df.sort(["dataset", "family", "model", "source", "layer", "pooling", "binarize"], nulls_last=True)
+
+
+def best(grid_df: pl.DataFrame) -> pl.DataFrame:
+    """Best configuration per (dataset, model, family) by CV macro F1; ties → simpler/earlier row.
+
+    Selection uses ``cv_macro_f1`` only; ``test_macro_f1`` is carried along for reporting.
+    """
+    ranked = grid_df.sort(["cv_macro_f1", "n_features"], descending=[True, False], nulls_last=True)
+    picked = ranked.group_by(["dataset", "model", "family"], maintain_order=True).first()
+    order = pl.col("family").replace_strict({"sae": 0, "hidden": 1, "tfidf": 2}, return_dtype=pl.Int8)
+    return picked.sort(["dataset", order, "model"], nulls_last=True).select(
+        "dataset", "family", "model", "source", "layer", "pooling", "binarize", "cv_macro_f1", "test_macro_f1",
+        "test_accuracy", "test_auroc", "C",
+    )
+
+
+def markdown(df: pl.DataFrame, float_precision: int = 3) -> str:
+    """A GitHub-flavoured Markdown table of ``df`` (polars' own MARKDOWN formatting)."""
+    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
+                   tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, float_precision=float_precision, tbl_width_chars=10000):
+        return str(df) + "\n"
+
+
+def write_table(df: pl.DataFrame, stem: str | Path, title: str = "") -> None:
+    """Write ``df`` as ``stem``.parquet, .csv and .md, each atomically."""
+    stem = Path(stem)
+    with atomic_path(stem.with_suffix(".parquet")) as tmp:
+        df.write_parquet(tmp)
+    with atomic_path(stem.with_suffix(".csv")) as tmp:
+        df.write_csv(tmp)
+    with atomic_path(stem.with_suffix(".md")) as tmp:
+        tmp.write_text((f"# {title}\n\n" if title else "") + markdown(df))

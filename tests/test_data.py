@@ -1,0 +1,90 @@
+"""Dataset preparation: normalisation, fixed seeded stratified splits, counted drops, clear errors."""
+
+import logging
+
+import numpy as np
+import polars as pl
+import pytest
+
+from saeprobe import data
+from saeprobe.errors import DataError
+from tests.conftest import DATA
+
+
+def _write(tmp_path, frame: pl.DataFrame, name="d.parquet"):
+    path = tmp_path / name
+    frame.write_parquet(path)
+    return str(path)
+
+
+def _frame(n=200, classes=("a", "b", "c")):
+    rng = np.random.default_rng(0)
+    return pl.DataFrame({"text": [f"text {i}" for i in range(n)], "label": rng.choice(list(classes), n).tolist()})
+
+
+def test_real_dataset_keeps_source_splits_and_labels():
+    out, names, report = data.prepare({"path": str(DATA / "trec.parquet")}, "trec", seed=1)
+    assert names == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    assert out["doc_id"].to_list() == list(range(5952))
+    assert out.filter(pl.col("split") == "test").height == 500
+    assert report["splits_from"] == "source"
+    assert (out["label_name"] == pl.Series([names[i] for i in out["label"]])).all()
+
+
+def test_made_splits_are_deterministic_and_stratified(tmp_path):
+    path = _write(tmp_path, _frame(300))
+    spec = {"path": path, "split_column": None, "test_fraction": 0.2, "validation_fraction": 0.1}
+    a, _, _ = data.prepare(spec, "d", seed=7)
+    b, _, _ = data.prepare(spec, "d", seed=7)
+    c, _, _ = data.prepare(spec, "d", seed=8)
+    assert a["split"].to_list() == b["split"].to_list()
+    assert a["split"].to_list() != c["split"].to_list()
+    counts = a.group_by("split").len().sort("split")
+    assert dict(counts.iter_rows()) == {"test": 60, "train": 210, "validation": 30}
+    overall = a["label"].value_counts(normalize=True).sort("label")["proportion"].to_numpy()
+    for split in ("train", "validation", "test"):
+        share = a.filter(pl.col("split") == split)["label"].value_counts(normalize=True).sort("label")["proportion"]
+        np.testing.assert_allclose(share.to_numpy(), overall, atol=0.04)
+
+
+def test_source_without_test_split_gets_one_carved_from_train(tmp_path):
+    frame = _frame(100).with_columns(pl.lit("train").alias("split"))
+    out, _, report = data.prepare({"path": _write(tmp_path, frame), "test_fraction": 0.25}, "d", seed=0)
+    assert out.filter(pl.col("split") == "test").height == 25
+    assert report["carved"] == ["test"]
+
+
+def test_empty_texts_are_dropped_counted_and_logged(tmp_path, caplog):
+    frame = pl.DataFrame({"text": ["good", "", "   ", None, "fine", "ok"], "label": [0, 1, 0, 1, 1, 0],
+                          "split": ["train", "train", "train", "test", "test", "train"]})
+    with caplog.at_level(logging.WARNING, logger="saeprobe"):
+        out, _, report = data.prepare({"path": _write(tmp_path, frame)}, "d", seed=0)
+    assert report["n_dropped_empty_text"] == 3
+    assert out["text"].to_list() == ["good", "fine", "ok"]
+    assert out["doc_id"].to_list() == [0, 1, 2]
+    assert out["source_row"].to_list() == [0, 4, 5]
+    assert "dropped 3 empty" in caplog.text
+
+
+def test_missing_label_column_names_the_column_and_file(tmp_path):
+    path = _write(tmp_path, pl.DataFrame({"text": ["a", "b"], "type": ["x", "y"]}))
+    with pytest.raises(DataError, match=r"no label column 'label'.*columns are \['text', 'type'\]") as err:
+        data.prepare({"path": path}, "mine", seed=0)
+    assert path in str(err.value) and "datasets.mine.label_column" in str(err.value)
+
+
+def test_missing_labels_and_single_class_are_errors(tmp_path):
+    path = _write(tmp_path, pl.DataFrame({"text": ["a", "b", "c"], "label": ["x", None, "y"]}))
+    with pytest.raises(DataError, match="1 missing labels"):
+        data.prepare({"path": path}, "d", seed=0)
+    path = _write(tmp_path, pl.DataFrame({"text": ["a", "b"], "label": ["x", "x"]}), "one.parquet")
+    with pytest.raises(DataError, match="single class"):
+        data.prepare({"path": path}, "d", seed=0)
+
+
+def test_write_read_roundtrip_keeps_label_names(tmp_path):
+    out, names, _ = data.prepare({"path": str(DATA / "jailbreak_classification.parquet")}, "jb", seed=0)
+    data.write(out, names, tmp_path / "jb.parquet")
+    back, back_names = data.read(tmp_path / "jb.parquet")
+    assert back_names == ["benign", "jailbreak"]
+    assert back.equals(out)

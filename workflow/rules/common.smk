@@ -1,0 +1,41 @@
+# Helpers shared by the rules: which settings change which stage's output (used as params:,
+# so that editing one setting reruns exactly the stages it touches), and input functions.
+
+TABLES = expand("results/tables/{name}.{ext}", name=["grid", "best"], ext=["parquet", "csv", "md"])
+
+
+def model_of(sae):
+    return config["saes"][sae]["model"]
+
+
+def model_source(model):
+    """Settings that decide which weights/tokenizer are used."""
+    spec = config["models"][model]
+    return {k: spec[k] for k in ("path", "hub", "package", "revision") if k in spec}
+
+
+def extraction_settings(model):
+    """Settings that change the stored activations (not batch size, not device)."""
+    spec = config["models"][model]
+    keep = ("layers", "layer_convention", "dtype", "store_dtype", "attn_implementation")
+    return {**model_source(model), **{k: spec[k] for k in keep}}
+
+
+def sae_settings(sae):
+    """Settings that change an SAE's codes (not the encoding batch size)."""
+    return {k: v for k, v in config["saes"][sae].items() if k != "batch_size"}
+
+
+def sae_inputs(wildcards):
+    spec = config["saes"][wildcards.sae]
+    if "train" in spec:
+        return f"results/saes/{wildcards.sae}/layer_{wildcards.layer}"
+    if "path" in spec:
+        return spec["path"].format(layer=wildcards.layer)
+    return []
+
+
+def pooled_source(wildcards):
+    if wildcards.source == sc.HIDDEN:
+        return f"results/activations/{wildcards.model}/{wildcards.dataset}.zarr"
+    return f"results/features/{wildcards.model}/{wildcards.dataset}/{wildcards.source}/layer_{wildcards.layer}.zarr"

@@ -1,0 +1,15 @@
+rule pool:
+    input:
+        pooled_source,
+    output:
+        "results/pooled/{model}/{dataset}/{source}/layer_{layer}/{pooling}.npz",
+    params:
+        exclude_special=config["features"]["exclude_special_tokens"],
+    resources:
+        mem_mb=4000,
+    log:
+        "results/logs/pool/{model}/{dataset}/{source}/layer_{layer}/{pooling}.log",
+    benchmark:
+        "results/benchmarks/pool/{model}/{dataset}/{source}/layer_{layer}/{pooling}.tsv"
+    script:
+        "../scripts/pool.py"

@@ -1,0 +1,14 @@
+"""Snakemake adapter: TF-IDF bag-of-words baseline on the same splits (saeprobe.probes)."""
+from saeprobe import data
+from saeprobe.io import setup_logging, write_json
+from saeprobe.probes import fit_tfidf
+
+log = setup_logging(snakemake.log[0])
+frame, label_names = data.read(snakemake.input[0])
+tfidf = {k: v for k, v in snakemake.params.tfidf.items() if k != "enabled"}
+result = fit_tfidf(frame["text"].to_list(), frame["label"].to_numpy(), frame["split"].to_numpy(),
+                   n_classes=len(label_names), seed=snakemake.params.seed, **tfidf, **snakemake.params.probe)
+result.update(model=None, dataset=snakemake.wildcards.dataset, source="tfidf", layer=None, pooling=None,
+              binarize=None, label_names=label_names, tfidf=tfidf, seed=snakemake.params.seed)
+write_json(snakemake.output[0], result)
+log.info("TF-IDF: C=%g cv macro F1 %.3f; test macro F1 %.3f", result["C"], result["cv_macro_f1"], result["test"]["macro_f1"])
