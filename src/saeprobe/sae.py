@@ -240,7 +240,8 @@ def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group
         heldout_docs: bool array by doc_id, True for documents outside the train split; quality
             is reported over all non-special tokens and over held-out ones separately.
     Returns:
-        attrs: d_sae, nnz, L0 and reconstruction quality (explained variance, MSE, dead fraction).
+        Statistics, also written to ``group.attrs``: d_sae, nnz, L0 and reconstruction quality
+        (explained variance, MSE, dead fraction).
     Raises:
         ValueError: the SAE's input width differs from the activations' width.
     """
@@ -279,4 +280,6 @@ def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group
     for w in (idx_w, val_w, ptr_w, spec_w):
         w.close()
     write_index(group, store.offsets, store.doc_id)
-    return {"d_sae": d_sae, "d_in": d_in, "nnz": nnz, "quality": overall.result(), "quality_heldout": held.result()}
+    stats = {"d_sae": d_sae, "d_in": d_in, "nnz": nnz, "quality": overall.result(), "quality_heldout": held.result()}
+    group.attrs.update(stats)
+    return stats

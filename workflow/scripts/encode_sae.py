@@ -24,7 +24,7 @@ start = time.perf_counter()
 with atomic_path(snakemake.output[0], directory=True) as tmp:
     group = zarr.open_group(str(tmp), mode="w")
     stats = encode_store(sae, store, layer, group, heldout_docs=heldout, batch_size=spec["batch_size"])
-    group.attrs.update({**stats, "sae": sae_name, "layer": layer, "architecture": sae.cfg.architecture(),
+    group.attrs.update({"sae": sae_name, "layer": layer, "architecture": sae.cfg.architecture(),
                         "activations": store.attrs.get("hook_point", "").format(layer=layer)})
 elapsed = time.perf_counter() - start
 q, h = stats["quality"], stats["quality_heldout"]

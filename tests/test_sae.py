@@ -1,0 +1,89 @@
+"""SAEs: sparse code round-trip, training data selection, SAELens training and loading."""
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from saeprobe.errors import ConfigError
+from saeprobe.sae import collect_vectors, encode_store, load_sae, measure, train_topk
+from saeprobe.store import ActivationStore, AppendWriter, CodeStore, create_array, write_index
+from tests.conftest import make_jumprelu
+
+
+def _store(path, docs, special, layer=0, doc_order=None):
+    """Write a dense activation store from per-document arrays (stored in ``doc_order``)."""
+    order = list(doc_order if doc_order is not None else range(len(docs)))
+    group = zarr.open_group(str(path), mode="w")
+    w = AppendWriter(create_array(group, f"layer_{layer}", (docs[0].shape[1],), np.float32, 8))
+    s = AppendWriter(create_array(group, "special", (), bool, 8))
+    for d in order:
+        w.write(docs[d])
+        s.write(special[d])
+    w.close(), s.close()
+    write_index(group, np.concatenate([[0], np.cumsum([len(docs[d]) for d in order])]), np.array(order))
+    return ActivationStore(path)
+
+
+def test_sparse_codes_roundtrip_and_quality(tmp_path):
+    rng = np.random.default_rng(0)
+    docs = [rng.normal(size=(n, 32)).astype(np.float32) for n in (5, 17, 1, 9)]
+    special = [np.eye(1, len(d), 0, dtype=bool)[0] for d in docs]  # first token special
+    store = _store(tmp_path / "acts.zarr", docs, special, doc_order=[2, 0, 3, 1])
+    sae = make_jumprelu(32, 64)
+    group = zarr.open_group(str(tmp_path / "codes.zarr"), mode="w")
+    stats = encode_store(sae, store, 0, group, heldout_docs=np.array([False, True, False, True]), batch_size=10,
+                         chunk_tokens=4)
+    codes = CodeStore(tmp_path / "codes.zarr")
+    assert codes.d_sae == 64 and codes.n_tokens == 32
+    np.testing.assert_array_equal(codes.doc_id, [2, 0, 3, 1])
+    x = torch.from_numpy(np.concatenate([docs[d] for d in [2, 0, 3, 1]]))
+    dense = sae.encode(x).detach().numpy()
+    np.testing.assert_allclose(codes.rows(0, 32).toarray(), dense, rtol=1e-5, atol=1e-6)  # batching changes float order
+    assert stats["nnz"] == int((dense != 0).sum())
+    real = ~np.concatenate([special[d] for d in [2, 0, 3, 1]])
+    direct = measure(sae, x[torch.from_numpy(real)])
+    assert stats["quality"]["explained_variance"] == pytest.approx(direct["explained_variance"], rel=1e-6)
+    assert stats["quality"]["l0"] == pytest.approx(direct["l0"])
+    assert stats["quality_heldout"]["n_tokens"] == (17 - 1) + (9 - 1)
+
+
+def test_encode_rejects_width_mismatch(tmp_path):
+    store = _store(tmp_path / "a.zarr", [np.zeros((3, 16), np.float32)], [np.zeros(3, bool)])
+    group = zarr.open_group(str(tmp_path / "c.zarr"), mode="w")
+    with pytest.raises(ValueError, match="d_in=32 does not match the model's d_model=16"):
+        encode_store(make_jumprelu(32, 64), store, 0, group, heldout_docs=np.zeros(1, bool))
+
+
+def test_training_vectors_come_from_train_docs_and_real_tokens_only(tmp_path):
+    docs = [np.full((6, 4), v, np.float32) for v in (1.0, -1.0, 1.0)]
+    special = [np.array([1, 0, 0, 0, 0, 1], bool)] * 3
+    for d in docs:
+        d[[0, 5]] = 99.0  # special tokens
+    store = _store(tmp_path / "a.zarr", docs, special)
+    x = collect_vectors([store], [np.array([True, False, True])], 0, max_vectors=100, seed=0)
+    assert x.shape == (8, 4) and torch.all(x == 1.0)
+    capped = collect_vectors([store], [np.array([True, False, True])], 0, max_vectors=3, seed=0)
+    assert len(capped) <= 3
+
+
+def test_train_topk_saves_a_loadable_saelens_sae(tmp_path):
+    torch.manual_seed(0)
+    basis = torch.randn(24, 16)
+    codes = torch.relu(torch.randn(6000, 24)) * (torch.rand(6000, 24) < 0.15)
+    x = codes @ basis
+    log = train_topk(x, tmp_path / "sae", width=32, k=4, training_tokens=60000, batch_size=256, lr=3e-3,
+                     heldout_fraction=0.1, seed=0)
+    assert (tmp_path / "sae" / "cfg.json").exists()
+    sae = load_sae({"train": {}}, layer=0, device="cpu", trained_dir=tmp_path / "sae")
+    assert sae.cfg.d_sae == 32 and sae.cfg.d_in == 16
+    assert log["heldout"]["l0"] <= 4.0
+    assert log["heldout"]["explained_variance"] > 0.5
+    assert log["loss_curve"][0][1] > log["final_loss"]
+
+
+def test_load_sae_errors_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="no SAELens folder"):
+        load_sae({"path": str(tmp_path / "nope_{layer}")}, layer=3, device="cpu", name="mine")
+    with pytest.raises(ConfigError, match="could not load SAE 'layer_3/width_16k/canonical' of release 'no-such-release'"):
+        load_sae({"release": "no-such-release", "sae_id": "layer_{layer}/width_16k/canonical"}, layer=3, device="cpu")
