@@ -157,11 +157,8 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
     out = out.with_columns(pl.arange(0, out.height, dtype=pl.Int64).alias("doc_id"))
     out = out.select("doc_id", "text", "label", "label_name", "split", "lang", "source_row")
     report["n_docs"] = out.height
-    report["counts"] = {
-        s: dict(zip(*np.unique(out.filter(pl.col("split") == s)["label_name"].to_numpy(), return_counts=True), strict=True))
-        for s in SPLITS
-        if (out["split"] == s).any()
-    }
+    counts = out.group_by("split", "label_name").len().sort("split", "label_name")
+    report["counts"] = {s: {n: int(c) for _, n, c in counts.filter(pl.col("split") == s).iter_rows()} for s in SPLITS}
     return out, label_names, report
 
 

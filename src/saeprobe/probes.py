@@ -68,7 +68,7 @@ def _metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int)
 
 
 def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_folds: int = 5, max_iter: int = 500,
-              class_weight: str | None = "balanced", tol: float = 1e-4, seed: int = 42, n_classes: int | None = None,
+              class_weight: str | None = "balanced", tol: float = 1e-3, seed: int = 42, n_classes: int | None = None,
               n_jobs: int = 1) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Fit a probe with C chosen by CV on the train split; score it on validation and test.
 

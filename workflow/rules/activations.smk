@@ -9,6 +9,8 @@ rule extract_activations:
     resources:
         gpu=GPU,
         mem_mb=8000,
+    conda:
+        ENV
     log:
         "results/logs/extract_activations/{model}/{dataset}.log",
     benchmark:

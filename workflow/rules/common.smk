@@ -1,6 +1,9 @@
 # Helpers shared by the rules: which settings change which stage's output (used as params:,
 # so that editing one setting reruns exactly the stages it touches), and input functions.
 
+# Software environment of every rule (used with --software-deployment-method conda).
+ENV = "../../environment.yml"
+
 TABLES = expand("results/tables/{name}.{ext}", name=["grid", "best"], ext=["parquet", "csv", "md"])
 
 

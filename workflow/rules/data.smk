@@ -6,6 +6,8 @@ rule prepare_dataset:
     params:
         spec=lambda w: config["datasets"][w.dataset],
         seed=config["seed"],
+    conda:
+        ENV
     log:
         "results/logs/prepare_dataset/{dataset}.log",
     benchmark:
@@ -22,6 +24,8 @@ rule tokenize:
     params:
         source=lambda w: model_source(w.model),
         max_length=lambda w: config["models"][w.model]["max_length"],
+    conda:
+        ENV
     log:
         "results/logs/tokenize/{model}/{dataset}.log",
     benchmark:

@@ -7,6 +7,8 @@ rule pool:
         exclude_special=config["features"]["exclude_special_tokens"],
     resources:
         mem_mb=4000,
+    conda:
+        ENV
     log:
         "results/logs/pool/{model}/{dataset}/{source}/layer_{layer}/{pooling}.log",
     benchmark:

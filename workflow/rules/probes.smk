@@ -10,6 +10,8 @@ rule fit_probe:
         seed=config["seed"],
     resources:
         mem_mb=4000,
+    conda:
+        ENV
     log:
         "results/logs/fit_probe/{model}/{dataset}/{source}/layer_{layer}/{pooling}__{binarize}.log",
     benchmark:
@@ -27,6 +29,8 @@ rule fit_tfidf:
         tfidf=config["tfidf"],
         probe=config["probe"],
         seed=config["seed"],
+    conda:
+        ENV
     log:
         "results/logs/fit_tfidf/{dataset}.log",
     benchmark:

@@ -3,6 +3,8 @@ rule tables:
         sc.probe_targets(config),
     output:
         TABLES,
+    conda:
+        ENV
     log:
         "results/logs/tables.log",
     script:

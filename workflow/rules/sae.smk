@@ -15,6 +15,8 @@ rule train_sae:
     resources:
         gpu=GPU,
         mem_mb=8000,
+    conda:
+        ENV
     log:
         "results/logs/train_sae/{sae}/layer_{layer}.log",
     benchmark:
@@ -36,6 +38,8 @@ rule encode_sae:
     resources:
         gpu=GPU,
         mem_mb=8000,
+    conda:
+        ENV
     log:
         "results/logs/encode_sae/{model}/{dataset}/{sae}/layer_{layer}.log",
     benchmark:
