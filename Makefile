@@ -7,7 +7,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run test lint dry-run clean
+.PHONY: run test lint dry-run timings clean
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: $(BIN)/.installed
 
 dry-run: $(BIN)/.installed
 	$(BIN)/snakemake -n
+
+timings: $(BIN)/.installed
+	$(BIN)/python -m saeprobe.tables results/benchmarks
 
 lint: $(BIN)/.installed
 	$(BIN)/snakemake --lint

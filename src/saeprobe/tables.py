@@ -83,3 +83,32 @@ def write_table(df: pl.DataFrame, stem: str | Path, title: str = "") -> None:
         df.write_csv(tmp)
     with atomic_path(stem.with_suffix(".md")) as tmp:
         tmp.write_text((f"# {title}\n\n" if title else "") + markdown(df))
+
+
+def stage_times(benchmark_dir: str | Path = "results/benchmarks") -> pl.DataFrame:
+    """Wall time per stage from Snakemake's ``benchmark:`` files (one TSV per job).
+
+    Returns:
+        One row per stage (rule): jobs, total and longest wall seconds, peak max RSS (MB).
+    """
+    rows = []
+    for tsv in sorted(Path(benchmark_dir).rglob("*.tsv")):
+        bench = pl.read_csv(tsv, separator="\t", null_values=["-", "NA"], infer_schema_length=0)
+        stage = tsv.relative_to(benchmark_dir).parts[0]
+        rows.append({"stage": stage, "s": float(bench["s"][-1]), "max_rss": float(bench["max_rss"][-1] or 0)})
+    if not rows:
+        return pl.DataFrame(schema={"stage": pl.String, "jobs": pl.UInt32, "total_s": pl.Float64,
+                                    "longest_s": pl.Float64, "peak_rss_mb": pl.Float64})
+    return (
+        pl.DataFrame(rows)
+        .group_by("stage", maintain_order=True)
+        .agg(pl.len().alias("jobs"), pl.col("s").sum().alias("total_s"), pl.col("s").max().alias("longest_s"),
+             pl.col("max_rss").max().alias("peak_rss_mb"))
+        .sort("total_s", descending=True)
+    )
+
+
+if __name__ == "__main__":  # python -m saeprobe.tables [results/benchmarks]: per-stage wall time
+    import sys
+
+    print(markdown(stage_times(*sys.argv[1:2]), float_precision=1))

@@ -1,0 +1,47 @@
+"""Tables: best configurations are chosen on CV score, never on test; stage timing summary."""
+
+import json
+
+import polars as pl
+
+from saeprobe.io import write_json
+from saeprobe.tables import best, grid, markdown, stage_times
+
+
+def _result(source, cv, test, layer=1, pooling="sum", binarize="raw", model="m"):
+    return {"dataset": "d", "model": None if source == "tfidf" else model, "source": source, "layer": layer,
+            "pooling": pooling, "binarize": binarize, "C": 1.0, "cv_macro_f1": cv, "cv_macro_f1_std": 0.01,
+            "n_train": 10, "n_features": 5, "test": {"macro_f1": test, "accuracy": test, "auroc": None, "n": 4}}
+
+
+def test_best_is_chosen_on_cv_not_test(tmp_path):
+    results = [
+        _result("sae1", cv=0.80, test=0.60, pooling="sum"),
+        _result("sae1", cv=0.70, test=0.95, pooling="max"),  # better on test, worse on CV: must not win
+        _result("hidden", cv=0.75, test=0.70, pooling="last"),
+        _result("hidden", cv=0.60, test=0.90, pooling="mean"),
+        _result("tfidf", cv=0.65, test=0.66, layer=None, pooling=None, binarize=None),
+    ]
+    paths = []
+    for i, r in enumerate(results):
+        write_json(tmp_path / f"{i}.json", r)
+        paths.append(tmp_path / f"{i}.json")
+    g = grid(paths)
+    assert g.height == 5 and set(g["family"]) == {"sae", "hidden", "tfidf"}
+    b = best(g)
+    assert b["family"].to_list() == ["sae", "hidden", "tfidf"]
+    assert b["pooling"].to_list()[:2] == ["sum", "last"]
+    assert b["test_macro_f1"].to_list() == [0.60, 0.70, 0.66]
+    md = markdown(b)
+    assert md.splitlines()[0].startswith("| dataset") and "sae1" in md
+
+
+def test_stage_times(tmp_path):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for rule, name, s in (("pool", "a", 2.0), ("pool", "b", 3.0), ("fit_probe", "c", 1.0)):
+        (tmp_path / rule).mkdir(exist_ok=True)
+        (tmp_path / rule / f"{name}.tsv").write_text(header + f"{s}\t0:00:0{int(s)}\t100.0\t1\t1\t1\t0\t0\t50\t1\n")
+    t = stage_times(tmp_path)
+    assert t.row(0, named=True) == {"stage": "pool", "jobs": 2, "total_s": 5.0, "longest_s": 3.0, "peak_rss_mb": 100.0}
+    assert json.dumps(t.to_dicts())  # plain types
+    assert stage_times(tmp_path / "none").height == 0
