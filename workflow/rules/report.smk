@@ -7,5 +7,7 @@ rule tables:
         ENV
     log:
         "results/logs/tables.log",
+    benchmark:
+        "results/benchmarks/tables/tables.tsv"
     script:
         "../scripts/tables.py"
