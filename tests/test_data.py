@@ -88,3 +88,10 @@ def test_write_read_roundtrip_keeps_label_names(tmp_path):
     back, back_names = data.read(tmp_path / "jb.parquet")
     assert back_names == ["benign", "jailbreak"]
     assert back.equals(out)
+
+
+def test_numeric_labels_from_csv_sort_numerically(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "".join(f"t{i},{[2, 10, 1][i % 3]}\n" for i in range(30)))
+    _, names, _ = data.prepare({"path": str(path)}, "d", seed=0)
+    assert names == ["1", "2", "10"]

@@ -141,9 +141,10 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
     if out.height == 0:
         raise DataError(f"dataset '{name}' ({origin}): every text in column '{text_col}' is empty")
 
-    # Label names in a stable order: numeric labels sort numerically, strings lexically.
+    # Label names in a stable order: numeric labels (also numbers read as text from CSV) sort
+    # numerically, other strings lexically.
     raw = out["label_raw"]
-    values = sorted(set(raw.to_list()))
+    values = sorted(set(raw.to_list()), key=_label_order)
     label_names = [str(v) for v in values]
     if len(label_names) < 2:
         raise DataError(f"dataset '{name}' ({origin}): column '{label_col}' has a single class {label_names}; a probe needs two or more")
@@ -160,6 +161,13 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
     counts = out.group_by("split", "label_name").len().sort("split", "label_name")
     report["counts"] = {s: {n: int(c) for _, n, c in counts.filter(pl.col("split") == s).iter_rows()} for s in SPLITS}
     return out, label_names, report
+
+
+def _label_order(value: object) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), "")  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
 
 
 def _assign_splits(out: pl.DataFrame, spec: dict[str, Any], name: str, seed: int, report: dict[str, Any]) -> np.ndarray:
