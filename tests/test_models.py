@@ -7,7 +7,7 @@ import zarr
 
 from saeprobe.activations import LayerCapture, extract
 from saeprobe.errors import ConfigError
-from saeprobe.models import blocks, load_model, load_tokenizer, pick_dtype, resolve_source
+from saeprobe.models import blocks, load_model, load_tokenizer, native_bf16, pick_dtype, resolve_source
 from saeprobe.store import ActivationStore
 from saeprobe.tokenize import tokenize
 from tests.conftest import STORIES
@@ -22,7 +22,9 @@ def test_sources_resolve_and_fail_clearly(tmp_path):
         resolve_source({"path": str(tmp_path)}, "x")
     with pytest.raises(ConfigError, match="models.y.package: cannot import 'no_such_pkg_xyz'"):
         resolve_source({"package": "no_such_pkg_xyz"}, "y")
-    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+    cpu_auto = torch.bfloat16 if native_bf16(torch.device("cpu")) else torch.float32
+    assert pick_dtype("auto", torch.device("cpu")) == cpu_auto
+    assert pick_dtype("float32", torch.device("cuda")) == torch.float32
     assert pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
 
 
