@@ -2,7 +2,6 @@
 
 import json
 
-import polars as pl
 
 from saeprobe.io import write_json
 from saeprobe.tables import best, grid, markdown, stage_times

@@ -1,6 +1,6 @@
 """Snakemake adapter: normalise a dataset and fix its splits (saeprobe.data)."""
 from saeprobe import data
-from saeprobe.io import setup_logging, write_json
+from saeprobe.io import setup_logging
 
 log = setup_logging(snakemake.log[0])
 name = snakemake.wildcards.dataset

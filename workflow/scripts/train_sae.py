@@ -1,5 +1,4 @@
 """Snakemake adapter: train a TopK SAE with SAELens on train-split activations (saeprobe.sae)."""
-import numpy as np
 import torch
 
 from saeprobe import data
