@@ -209,7 +209,7 @@ def train_topk(x: torch.Tensor, out_dir: str | Path, *, width: int, k: int, trai
 
     def logged_step(batch: torch.Tensor) -> Any:
         out = step(batch)
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
         return out
 
     trainer.step = logged_step  # type: ignore[method-assign]
