@@ -106,6 +106,17 @@ def batches(x: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tenso
 # --------------------------------------------------------------------------- metrics
 
 
+TokenStats = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def token_stats(x: torch.Tensor, x_hat: torch.Tensor, codes: torch.Tensor) -> TokenStats:
+    """Per-token quantities the quality meters sum, computed once per batch:
+    (x as float64 (n, d), squared reconstruction error (n,), non-zero code mask (n, d_sae))."""
+    x64 = x.double()
+    r = x64 - x_hat.double()
+    return x64, (r * r).sum(1), codes != 0
+
+
 @dataclass
 class QualityMeter:
     """Streams reconstruction quality and sparsity over batches of activations.
@@ -123,16 +134,16 @@ class QualityMeter:
     l0_sum: float = 0.0
     fired: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
-    def update(self, x: torch.Tensor, x_hat: torch.Tensor, codes: torch.Tensor) -> None:
-        x64, r = x.double(), (x - x_hat).double()
+    def update(self, stats: TokenStats, rows: torch.Tensor | None = None) -> None:
+        """Accumulate :func:`token_stats` of a batch, optionally only the ``rows`` (bool mask)."""
+        x64, err2, nz = stats if rows is None else (t[rows] for t in stats)
         if self.sum_x is None:
-            self.sum_x = np.zeros(x.shape[1])
+            self.sum_x = np.zeros(x64.shape[1])
             self.fired = np.zeros(self.d_sae, dtype=bool)
-        self.n += len(x)
-        self.sse += float((r * r).sum())
+        self.n += len(x64)
+        self.sse += float(err2.sum())
         self.sum_x += x64.sum(0).cpu().numpy()
         self.sum_sq += float((x64 * x64).sum())
-        nz = codes != 0
         self.l0_sum += float(nz.sum())
         self.fired |= nz.any(0).cpu().numpy()
 
@@ -157,7 +168,7 @@ def measure(sae: Any, x: torch.Tensor, batch_size: int = 4096) -> dict[str, floa
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(device)
             codes = sae.encode(xb)
-            meter.update(xb, sae.decode(codes), codes)
+            meter.update(token_stats(xb, sae.decode(codes), codes))
     return meter.result()
 
 
@@ -265,12 +276,12 @@ def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group
             xd = x.to(device)
             codes = sae.encode(xd)
             recon = sae.decode(codes)
-            real = torch.from_numpy(~special).to(device)
-            overall.update(xd[real], recon[real], codes[real])
+            per_token = token_stats(xd, recon, codes)
+            overall.update(per_token, torch.from_numpy(~special).to(device))
             hm = torch.from_numpy(~special & is_held).to(device)
             if hm.any():
-                held.update(xd[hm], recon[hm], codes[hm])
-            rows, cols = torch.nonzero(codes, as_tuple=True)  # row-major: CSR order
+                held.update(per_token, hm)
+            rows, cols = torch.nonzero(per_token[2], as_tuple=True)  # row-major: CSR order
             counts = torch.bincount(rows, minlength=len(x)).cpu().numpy()
             idx_w.write(cols.to(torch.int32).cpu().numpy())
             val_w.write(codes[rows, cols].float().cpu().numpy())
