@@ -44,13 +44,16 @@ include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/probes.smk"
+include: "workflow/rules/behaviour.smk"
+include: "workflow/rules/vision.smk"
+include: "workflow/rules/transfer.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        TABLES,
+        TARGETS,
 
 
 onsuccess:

@@ -88,8 +88,61 @@ def validate(config: dict[str, Any], schema_path: str | Path | None = None) -> d
         lines = [_describe(e) for e in errors]
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
     _fill_defaults(config, schema, schema)
+    _add_behaviour_datasets(config, schema)
     _check_consistency(config)
     return config
+
+
+def _add_behaviour_datasets(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Register each ``behaviour`` entry as a dataset of the same name (idempotent).
+
+    Its file, ``results/behaviour/<name>.parquet``, is written by the ``score_behaviour`` stage
+    (text = the prompt, label = correct/incorrect); it is split 80/20 stratified like any
+    dataset without a split column.
+    """
+    for name, spec in config.get("behaviour", {}).items():
+        existing = config["datasets"].get(name)
+        entry = {
+            "path": behaviour_path(name), "text_column": "text", "label_column": "label", "split_column": None,
+            "test_fraction": spec["test_fraction"],
+        }
+        for key in ("models", "poolings", "binarize", "hidden_poolings"):
+            if key in spec:
+                entry[key] = list(spec[key])
+        if existing is not None and existing.get("path") != entry["path"]:
+            raise ConfigError(f"invalid configuration:\n  - 'behaviour.{name}': a dataset named '{name}' already "
+                              "exists; behaviour entries become datasets, so give it another name")
+        if existing is None:
+            _fill_defaults(entry, schema["properties"]["datasets"]["additionalProperties"], schema)
+            config["datasets"][name] = entry
+
+
+def behaviour_path(name: str) -> str:
+    """Where ``score_behaviour`` writes behaviour set ``name`` (a classification dataset)."""
+    return f"results/behaviour/{name}.parquet"
+
+
+def model_kind(config: dict[str, Any], model: str) -> str:
+    """``text`` or ``vision`` (a vision-language model)."""
+    return config["models"][model].get("kind", "text")
+
+
+def dataset_kind(config: dict[str, Any], dataset: str) -> str:
+    """``text`` or ``image``."""
+    return config["datasets"][dataset].get("kind", "text")
+
+
+def dataset_models(config: dict[str, Any], dataset: str) -> list[str]:
+    """Models whose features are computed on ``dataset``: its ``models`` list, else every model of its kind."""
+    spec = config["datasets"][dataset]
+    if spec.get("models"):
+        return list(spec["models"])
+    want = "vision" if dataset_kind(config, dataset) == "image" else "text"
+    return [m for m in config["models"] if model_kind(config, m) == want]
+
+
+def datasets_of_kind(config: dict[str, Any], kind: str) -> list[str]:
+    return [d for d in config["datasets"] if dataset_kind(config, d) == kind]
 
 
 def _check_consistency(config: dict[str, Any]) -> None:
@@ -109,6 +162,28 @@ def _check_consistency(config: dict[str, Any]) -> None:
         for ds in sae.get("train", {}).get("datasets", []):
             if ds not in config["datasets"]:
                 problems.append(f"'saes.{name}.train.datasets': unknown dataset '{ds}'")
+    for name, spec in config["datasets"].items():
+        kind = spec.get("kind", "text")
+        if "sklearn" in spec and kind != "image":
+            problems.append(f"'datasets.{name}.sklearn': scikit-learn sets are images; set kind: image")
+        for model in spec.get("models", []):
+            if model not in models:
+                problems.append(f"'datasets.{name}.models': unknown model '{model}' (models: {', '.join(models)})")
+            elif (models[model].get("kind", "text") == "vision") != (kind == "image"):
+                problems.append(f"'datasets.{name}.models': model '{model}' is a {models[model].get('kind', 'text')} "
+                                f"model but the dataset's kind is {kind}")
+    for name, spec in config.get("behaviour", {}).items():
+        if spec["model"] not in models:
+            problems.append(f"'behaviour.{name}.model': unknown model '{spec['model']}' (models: {', '.join(models)})")
+        elif models[spec["model"]].get("kind", "text") != "text":
+            problems.append(f"'behaviour.{name}.model': '{spec['model']}' is not a text model")
+    for stage in ("transfer", "sweep"):
+        for ds in config.get(stage, {}).get("datasets", []):
+            if ds not in config["datasets"]:
+                problems.append(f"'{stage}.datasets': unknown dataset '{ds}' (datasets: {', '.join(config['datasets'])})")
+            elif stage == "transfer" and not config["datasets"][ds].get("lang_column"):
+                problems.append(f"'transfer.datasets': dataset '{ds}' has no lang_column, so it has no languages "
+                                "to transfer between")
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
@@ -136,7 +211,12 @@ def sae_layers(config: dict[str, Any], sae: str) -> list[int]:
 
 
 def sae_train_datasets(config: dict[str, Any], sae: str) -> list[str]:
-    return list(config["saes"][sae].get("train", {}).get("datasets") or config["datasets"])
+    """Datasets whose train split trains ``sae``: ``train.datasets``, else every dataset its model processes."""
+    chosen = config["saes"][sae].get("train", {}).get("datasets")
+    if chosen:
+        return list(chosen)
+    model = config["saes"][sae]["model"]
+    return [d for d in config["datasets"] if model in dataset_models(config, d)]
 
 
 @dataclass(frozen=True)
@@ -150,36 +230,85 @@ class ProbeCell:
     pooling: str
     binarize: str
 
+    def path_in(self, stage: str, ext: str) -> str:
+        """``results/<stage>/<model>/<dataset>/<source>/layer_<L>/<pooling>__<binarize>.<ext>``."""
+        return (
+            f"results/{stage}/{self.model}/{self.dataset}/{self.source}/"
+            f"layer_{self.layer}/{self.pooling}__{self.binarize}.{ext}"
+        )
+
     @property
     def path(self) -> str:
-        return (
-            f"results/probes/{self.model}/{self.dataset}/{self.source}/"
-            f"layer_{self.layer}/{self.pooling}__{self.binarize}.json"
-        )
+        return self.path_in("probes", "json")
+
+
+def feature_cells(config: dict[str, Any], dataset: str, poolings: list[str], thresholds: list[float | None],
+                  hidden_poolings: list[str]) -> list[ProbeCell]:
+    """SAE sources × layers × poolings × thresholds, then hidden states × hidden poolings, on one dataset."""
+    models = dataset_models(config, dataset)
+    cells = []
+    for sae, spec in config["saes"].items():
+        if spec["model"] not in models:
+            continue
+        for layer in sae_layers(config, sae):
+            for pooling in poolings:
+                for thr in thresholds:
+                    cells.append(ProbeCell(spec["model"], dataset, sae, layer, pooling, binarize_name(thr)))
+    for model in models:
+        for layer in config["models"][model]["layers"]:
+            for pooling in hidden_poolings:
+                cells.append(ProbeCell(model, dataset, HIDDEN, layer, pooling, "raw"))
+    return cells
+
+
+def grid_datasets(config: dict[str, Any]) -> list[str]:
+    return [d for d, spec in config["datasets"].items() if spec.get("grid", True)]
 
 
 def probe_cells(config: dict[str, Any]) -> list[ProbeCell]:
-    """Every probe of the run: SAE sources × poolings × binarizations, plus hidden states."""
+    """Every probe of the grid: SAE sources × poolings × binarizations, plus hidden states."""
     feats = config["features"]
     cells = []
-    for dataset in config["datasets"]:
-        for sae in config["saes"]:
-            model = config["saes"][sae]["model"]
-            for layer in sae_layers(config, sae):
-                for pooling in feats["poolings"]:
-                    for thr in feats["binarize"]:
-                        cells.append(ProbeCell(model, dataset, sae, layer, pooling, binarize_name(thr)))
-        if feats["hidden_states"]:
-            for model, mspec in config["models"].items():
-                for layer in mspec["layers"]:
-                    for pooling in feats["hidden_poolings"]:
-                        cells.append(ProbeCell(model, dataset, HIDDEN, layer, pooling, "raw"))
+    for d in grid_datasets(config):
+        spec = config["datasets"][d]
+        hidden = spec.get("hidden_poolings", feats["hidden_poolings"]) if feats["hidden_states"] else []
+        cells += feature_cells(config, d, spec.get("poolings", feats["poolings"]), spec.get("binarize", feats["binarize"]),
+                               hidden)
     return cells
+
+
+def tfidf_datasets(config: dict[str, Any]) -> list[str]:
+    if not config["tfidf"]["enabled"]:
+        return []
+    return [d for d in grid_datasets(config) if dataset_kind(config, d) == "text"]
 
 
 def probe_targets(config: dict[str, Any]) -> list[str]:
     """Paths of every probe result JSON, TF-IDF baselines included."""
-    paths = [c.path for c in probe_cells(config)]
-    if config["tfidf"]["enabled"]:
-        paths += [f"results/probes/tfidf/{d}.json" for d in config["datasets"]]
+    return [c.path for c in probe_cells(config)] + [f"results/probes/tfidf/{d}.json" for d in tfidf_datasets(config)]
+
+
+def transfer_cells(config: dict[str, Any]) -> list[ProbeCell]:
+    """One transfer matrix per (model, dataset, source, layer, pooling, binarization)."""
+    spec = config["transfer"]
+    return [c for d in spec["datasets"]
+            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
+
+
+def transfer_targets(config: dict[str, Any]) -> list[str]:
+    return [c.path_in("transfer", "parquet") for c in transfer_cells(config)]
+
+
+def sweep_cells(config: dict[str, Any]) -> list[ProbeCell]:
+    spec = config["sweep"]
+    return [c for d in spec["datasets"]
+            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
+
+
+def sweep_targets(config: dict[str, Any]) -> list[str]:
+    """Data-size curves per feature cell, plus TF-IDF per text dataset when ``sweep.tfidf``."""
+    spec = config["sweep"]
+    paths = [c.path_in("sweeps", "parquet") for c in sweep_cells(config)]
+    if spec["tfidf"]:
+        paths += [f"results/sweeps/tfidf/{d}.parquet" for d in spec["datasets"] if dataset_kind(config, d) == "text"]
     return paths

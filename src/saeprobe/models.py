@@ -33,9 +33,14 @@ def set_offline(offline: bool) -> None:
 def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
     """Return what ``from_pretrained`` takes: a local folder or a hub id.
 
+    A ``random`` model lives in ``results/models/<name>`` (written by the ``init_random_model``
+    stage, relative to the working directory).
+
     Raises:
         ConfigError: the folder does not exist, or the package is not installed / has no model.
     """
+    if "random" in spec:
+        spec = {"path": random_model_dir(name)}
     if "path" in spec:
         path = Path(spec["path"])
         if not (path / "config.json").exists():
@@ -54,6 +59,11 @@ def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
             raise ConfigError(f"models.{name}.package: '{spec['package']}' has no get_model_path()")
         return str(Path(getter()).resolve())
     return str(spec["hub"])
+
+
+def random_model_dir(name: str) -> str:
+    """Folder of a randomly initialised model built by the workflow."""
+    return f"results/models/{name}"
 
 
 def pick_device(device: str) -> torch.device:

@@ -1,8 +1,11 @@
 rule extract_activations:
     input:
-        "results/tokens/{model}/{dataset}.parquet",
+        tokens="results/tokens/{model}/{dataset}.parquet",
+        model=model_files,
     output:
         directory("results/activations/{model}/{dataset}.zarr"),
+    wildcard_constraints:
+        dataset=TEXT_DATASETS,
     params:
         settings=lambda w: extraction_settings(w.model),
     threads: workflow.cores

@@ -1,3 +1,5 @@
+import re
+
 # Helpers shared by the rules: which settings change which stage's output (used as params:,
 # so that editing one setting reruns exactly the stages it touches), and input functions.
 
@@ -5,6 +7,19 @@
 ENV = "../../environment.yml"
 
 TABLES = expand("results/tables/{name}.{ext}", name=["grid", "best"], ext=["parquet", "csv", "md"])
+
+# What `rule all` builds; each rule file adds the outputs its stages contribute.
+TARGETS = list(TABLES)
+
+
+def name_regex(names):
+    """Wildcard constraint matching exactly these names (nothing when the list is empty)."""
+    return "(" + "|".join(re.escape(n) for n in names) + ")" if names else "(?!)"
+
+
+TEXT_DATASETS = name_regex(sc.datasets_of_kind(config, "text"))
+IMAGE_DATASETS = name_regex(sc.datasets_of_kind(config, "image"))
+RANDOM_MODELS = name_regex([m for m, spec in config["models"].items() if "random" in spec])
 
 
 def model_of(sae):
@@ -14,7 +29,13 @@ def model_of(sae):
 def model_source(model):
     """Settings that decide which weights/tokenizer are used."""
     spec = config["models"][model]
-    return {k: spec[k] for k in ("path", "hub", "package", "revision") if k in spec}
+    return {k: spec[k] for k in ("path", "hub", "package", "random", "revision") if k in spec}
+
+
+def model_files(wildcards):
+    """The model folder when the workflow builds it (random models), else nothing."""
+    spec = config["models"][wildcards.model]
+    return f"results/models/{wildcards.model}" if "random" in spec else []
 
 
 def extraction_settings(model):

@@ -3,6 +3,8 @@ rule prepare_dataset:
         lambda w: config["datasets"][w.dataset].get("path", []),
     output:
         "results/data/{dataset}.parquet",
+    wildcard_constraints:
+        dataset=TEXT_DATASETS,
     params:
         spec=lambda w: config["datasets"][w.dataset],
         seed=config["seed"],
@@ -18,9 +20,12 @@ rule prepare_dataset:
 
 rule tokenize:
     input:
-        "results/data/{dataset}.parquet",
+        data="results/data/{dataset}.parquet",
+        model=model_files,
     output:
         "results/tokens/{model}/{dataset}.parquet",
+    wildcard_constraints:
+        dataset=TEXT_DATASETS,
     params:
         source=lambda w: model_source(w.model),
         max_length=lambda w: config["models"][w.model]["max_length"],
@@ -32,3 +37,20 @@ rule tokenize:
         "results/benchmarks/tokenize/{model}/{dataset}.tsv"
     script:
         "../scripts/tokenize.py"
+
+
+rule init_random_model:
+    output:
+        directory("results/models/{model}"),
+    wildcard_constraints:
+        model=RANDOM_MODELS,
+    params:
+        spec=lambda w: config["models"][w.model]["random"],
+    conda:
+        ENV
+    log:
+        "results/logs/init_random_model/{model}.log",
+    benchmark:
+        "results/benchmarks/init_random_model/{model}.tsv"
+    script:
+        "../scripts/init_random_model.py"

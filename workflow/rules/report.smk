@@ -3,6 +3,9 @@ rule tables:
         sc.probe_targets(config),
     output:
         TABLES,
+    params:
+        # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
+        probes=sc.probe_targets(config),
     conda:
         ENV
     log:

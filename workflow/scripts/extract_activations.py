@@ -21,7 +21,7 @@ device = pick_device(snakemake.config["device"])
 dtype = pick_dtype(spec["dtype"], device)
 model = load_model(spec, name, device, dtype)
 
-table = pq.read_table(snakemake.input[0])
+table = pq.read_table(snakemake.input.tokens)
 lengths = table.column("n_tokens").to_numpy().astype(np.int64)
 cuts = np.cumsum(lengths)[:-1]
 ids = np.split(table.column("input_ids").combine_chunks().flatten().to_numpy().astype(np.int64), cuts)

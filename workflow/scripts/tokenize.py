@@ -11,7 +11,7 @@ from saeprobe.tokenize import tokenize, tokenizer_fingerprint
 log = setup_logging(snakemake.log[0])
 model = snakemake.wildcards.model
 tokenizer = load_tokenizer(snakemake.params.source, model)
-frame, _ = data.read(snakemake.input[0])
+frame, _ = data.read(snakemake.input.data)
 tokens = tokenize(frame["text"].to_list(), tokenizer, snakemake.params.max_length)
 meta = {"tokenizer": type(tokenizer).__name__, "fingerprint": tokenizer_fingerprint(tokenizer),
         "max_length": snakemake.params.max_length}

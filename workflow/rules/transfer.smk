@@ -1,0 +1,1 @@
+# Cross-lingual transfer matrices and probe training-set size sweeps.

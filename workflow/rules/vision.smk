@@ -1,0 +1,1 @@
+# Visual classification: images through a vision-language model's language-model residual stream.
