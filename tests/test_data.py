@@ -95,3 +95,44 @@ def test_numeric_labels_from_csv_sort_numerically(tmp_path):
     path.write_text("text,label\n" + "".join(f"t{i},{[2, 10, 1][i % 3]}\n" for i in range(30)))
     _, names, _ = data.prepare({"path": str(path)}, "d", seed=0)
     assert names == ["1", "2", "10"]
+
+
+def _fake_hub(monkeypatch, configs: dict):
+    """Replace datasets.load_dataset with an in-memory hub: {config: {split: {column: values}}}."""
+    import datasets
+
+    calls = []
+
+    def load_dataset(hub_id, config_name=None, revision=None):
+        calls.append((hub_id, config_name))
+        return datasets.DatasetDict({s: datasets.Dataset.from_dict(cols) for s, cols in configs[config_name].items()})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_hub_configs_as_languages_and_hub_splits(monkeypatch):
+    rows = {"text": [f"t{i}" for i in range(20)], "label": [i % 2 for i in range(20)]}
+    calls = _fake_hub(monkeypatch, {"english": {"train": rows, "test": rows}, "german": {"train": rows, "test": rows}})
+    spec = {"hub": "org/tweets", "hub_config": ["english", "german"], "lang_column": "hub_config"}
+    frame, names, report = data.prepare(spec, "tweets", seed=0)
+    assert calls == [("org/tweets", "english"), ("org/tweets", "german")]
+    assert frame.height == 80 and names == ["0", "1"]
+    assert frame.group_by("lang", "split").len().sort("lang", "split")["len"].to_list() == [20, 20, 20, 20]
+    assert report["splits_from"] == "source"
+
+
+def test_hub_split_null_draws_own_split(monkeypatch):
+    rows = {"prompt": [f"p{i}" for i in range(50)], "type": ["benign", "jailbreak"] * 25}
+    _fake_hub(monkeypatch, {None: {"test": rows}})
+    spec = {"hub": "org/jb", "hub_splits": ["test"], "text_column": "prompt", "label_column": "type",
+            "split_column": None, "test_fraction": 0.2}
+    frame, _, report = data.prepare(spec, "jb", seed=42)
+    assert report["splits_from"] == "seeded stratified split"
+    assert frame.filter(pl.col("split") == "test").height == 10
+    # Per-language hub splits (textdetox-style) become a lang column, not splits.
+    _fake_hub(monkeypatch, {None: {"en": rows, "de": rows}})
+    spec = {"hub": "org/tox", "text_column": "prompt", "label_column": "type", "split_column": None,
+            "lang_column": "hub_split"}
+    frame, _, _ = data.prepare(spec, "tox", seed=42)
+    assert sorted(frame["lang"].unique().to_list()) == ["de", "en"] and set(frame["split"]) == {"train", "test"}

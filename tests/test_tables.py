@@ -4,7 +4,9 @@ import json
 
 
 from saeprobe.io import write_json
-from saeprobe.tables import best, grid, markdown, stage_times
+import polars as pl
+
+from saeprobe.tables import best, best_both, grid, markdown, stage_times
 
 
 def _result(source, cv, test, layer=1, pooling="sum", binarize="raw", model="m"):
@@ -33,6 +35,12 @@ def test_best_is_chosen_on_cv_not_test(tmp_path):
     assert b["test_macro_f1"].to_list() == [0.60, 0.70, 0.66]
     md = markdown(b)
     assert md.splitlines()[0].startswith("| dataset") and "sae1" in md
+    # MOSAIC's selection on test, kept beside it for comparison, picks the test-optimal rows.
+    both = best_both(g)
+    assert both["selected_on"].to_list() == ["cv"] * 3 + ["test"] * 3
+    mosaic = both.filter(pl.col("selected_on") == "test")
+    assert mosaic["pooling"].to_list()[:2] == ["max", "mean"]
+    assert mosaic["test_macro_f1"].to_list() == [0.95, 0.90, 0.66]
 
 
 def test_stage_times(tmp_path):

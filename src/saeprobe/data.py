@@ -31,6 +31,9 @@ log = logging.getLogger("saeprobe")
 
 SPLITS = ("train", "validation", "test")
 LABEL_NAMES_KEY = b"saeprobe.label_names"
+# Columns added to hub sources: the split and the config each row came from (usable as
+# split_column / lang_column, e.g. one config or split per language).
+HUB_SPLIT, HUB_CONFIG = "hub_split", "hub_config"
 
 
 def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFrame, str]:
@@ -70,17 +73,20 @@ def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFra
 
     import datasets  # heavy; only needed for hub datasets
 
-    try:
-        ds = datasets.load_dataset(spec["hub"], spec.get("hub_config"), revision=spec.get("revision"))
-    except Exception as exc:
-        raise DataError(f"dataset '{name}': could not load '{spec['hub']}' from the Hugging Face hub: {exc}") from exc
-    wanted = spec.get("hub_splits") or list(ds.keys())
+    configs = spec.get("hub_config")
+    configs = configs if isinstance(configs, list) else [configs]
     frames = []
-    for split in wanted:
-        if split not in ds:
-            raise DataError(f"dataset '{name}': hub dataset '{spec['hub']}' has no split '{split}' (has {list(ds)})")
-        frame = pl.from_arrow(ds[split].data.table)
-        frames.append(frame.with_columns(pl.lit(split).alias("__hub_split")))
+    for config_name in configs:
+        try:
+            ds = datasets.load_dataset(spec["hub"], config_name, revision=spec.get("revision"))
+        except Exception as exc:
+            what = f"'{spec['hub']}'" + (f" (config '{config_name}')" if config_name else "")
+            raise DataError(f"dataset '{name}': could not load {what} from the Hugging Face hub: {exc}") from exc
+        for split in spec.get("hub_splits") or list(ds.keys()):
+            if split not in ds:
+                raise DataError(f"dataset '{name}': hub dataset '{spec['hub']}' has no split '{split}' (has {list(ds)})")
+            frame = pl.from_arrow(ds[split].data.table)
+            frames.append(frame.with_columns(pl.lit(split).alias(HUB_SPLIT), pl.lit(config_name).alias(HUB_CONFIG)))
     return pl.concat(frames, how="diagonal_relaxed"), f"hub:{spec['hub']}"
 
 
@@ -108,8 +114,8 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
         raise DataError(f"dataset '{name}' ({origin}): no rows")
 
     split_col = spec.get("split_column", "split")
-    if "__hub_split" in df.columns and (split_col is None or split_col not in df.columns):
-        split_col = "__hub_split"
+    if HUB_SPLIT in df.columns and split_col is not None and split_col not in df.columns:
+        split_col = HUB_SPLIT  # the hub's own splits; split_column: null draws our own instead
     lang_col = spec.get("lang_column")
     if lang_col is not None:
         _require_column(df, lang_col, "lang", name, origin)
