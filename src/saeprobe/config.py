@@ -166,6 +166,9 @@ def _check_consistency(config: dict[str, Any]) -> None:
         kind = spec.get("kind", "text")
         if "sklearn" in spec and kind != "image":
             problems.append(f"'datasets.{name}.sklearn': scikit-learn sets are images; set kind: image")
+        for key in ("max_rows", "prompt"):
+            if key in spec and kind != "image":
+                problems.append(f"'datasets.{name}.{key}': only for image datasets (kind: image)")
         for model in spec.get("models", []):
             if model not in models:
                 problems.append(f"'datasets.{name}.models': unknown model '{model}' (models: {', '.join(models)})")

@@ -67,6 +67,71 @@ def _metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int)
     }
 
 
+def as_features(x: Any) -> sp.csr_matrix | np.ndarray:
+    """Features as float64: CSR for scipy sparse input, a dense array otherwise."""
+    return sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else np.asarray(x, dtype=np.float64)
+
+
+def fit_cv(x: Any, y: np.ndarray, train: np.ndarray, *, Cs: list[float], cv_folds: int = 5, max_iter: int = 500,
+           class_weight: str | None = "balanced", tol: float = 1e-3, seed: int = 42,
+           n_jobs: int = 1) -> tuple[Pipeline, dict[str, Any]]:
+    """Fit the scaler + logistic regression on the rows ``train``, C chosen by stratified CV on those rows only.
+
+    Args:
+        x: (n_docs, n_features) features, scipy sparse or dense (see :func:`as_features`).
+        y: (n_docs,) int labels. train: (n_docs,) bool mask of the rows to fit and select on.
+    Returns:
+        (fitted pipeline, selection record: C, cv_macro_f1(_std), cv_scores_by_C, cv_folds, n_train,
+        n_features, mean_active_features, convergence_warnings). Rows outside ``train`` are never read.
+    Raises:
+        DataError: no train rows, fewer than two classes, or a class with a single train example.
+    """
+    if not train.any():
+        raise DataError("no train rows")
+    y_train = y[train]
+    if len(np.unique(y_train)) < 2:
+        raise DataError("the train split has a single class")
+    sparse = sp.issparse(x)
+    x = as_features(x)
+    model = Pipeline([
+        ("scale", MaxAbsScaler() if sparse else StandardScaler()),
+        ("logreg", LogisticRegressionCV(
+            Cs=list(Cs), l1_ratios=(0.0,), cv=_cv(y_train, cv_folds, seed), scoring=MACRO_F1, class_weight=class_weight,
+            max_iter=max_iter, tol=tol, random_state=seed, n_jobs=n_jobs, use_legacy_attributes=False,
+        )),
+    ])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x[train], y_train)
+    lr: LogisticRegressionCV = model.named_steps["logreg"]
+    scores = _cv_scores(lr)
+    best = int(np.argmax(scores.mean(0)))
+    info: dict[str, Any] = {
+        "C": float(lr.C_ if np.ndim(lr.C_) == 0 else np.ravel(lr.C_)[0]),
+        "cv_macro_f1": float(scores.mean(0)[best]),
+        "cv_macro_f1_std": float(scores.std(0)[best]),
+        "cv_scores_by_C": {f"{c:g}": float(s) for c, s in zip(lr.Cs_, scores.mean(0), strict=True)},
+        "cv_folds": int(lr.cv.n_splits),
+        "n_train": int(train.sum()),
+        "n_features": int(x.shape[1]),
+        "mean_active_features": float(x[train].getnnz(axis=1).mean()) if sparse else float(x.shape[1]),
+        "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught),
+    }
+    return model, info
+
+
+def score(model: Pipeline, x: Any, y: np.ndarray, mask: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Metrics of a fitted :func:`fit_cv` pipeline on the rows ``mask`` (n, macro_f1, accuracy, auroc, confusion).
+
+    Macro F1 averages over the classes present in ``y[mask]``.
+    """
+    x = as_features(x)[mask]
+    lr: LogisticRegressionCV = model.named_steps["logreg"]
+    proba = np.zeros((int(mask.sum()), n_classes))
+    proba[:, lr.classes_] = model.predict_proba(x)
+    return _metrics(y[mask], model.predict(x), proba, n_classes)
+
+
 def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_folds: int = 5, max_iter: int = 500,
               class_weight: str | None = "balanced", tol: float = 1e-3, seed: int = 42, n_classes: int | None = None,
               n_jobs: int = 1) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -84,41 +149,14 @@ def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_f
     train, test = split == "train", split == "test"
     if not train.any() or not test.any():
         raise DataError(f"need train and test rows, got {int(train.sum())} train and {int(test.sum())} test")
-    y_train = y[train]
-    if len(np.unique(y_train)) < 2:
-        raise DataError("the train split has a single class")
     n_classes = n_classes or int(y.max()) + 1
-    sparse = sp.issparse(x)
-    x = sp.csr_matrix(x, dtype=np.float64) if sparse else np.asarray(x, dtype=np.float64)
-    model = Pipeline([
-        ("scale", MaxAbsScaler() if sparse else StandardScaler()),
-        ("logreg", LogisticRegressionCV(
-            Cs=list(Cs), l1_ratios=(0.0,), cv=_cv(y_train, cv_folds, seed), scoring=MACRO_F1, class_weight=class_weight,
-            max_iter=max_iter, tol=tol, random_state=seed, n_jobs=n_jobs, use_legacy_attributes=False,
-        )),
-    ])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(x[train], y_train)
-    lr: LogisticRegressionCV = model.named_steps["logreg"]
-    scores = _cv_scores(lr)
-    best = int(np.argmax(scores.mean(0)))
-    result: dict[str, Any] = {
-        "C": float(lr.C_ if np.ndim(lr.C_) == 0 else np.ravel(lr.C_)[0]),
-        "cv_macro_f1": float(scores.mean(0)[best]),
-        "cv_macro_f1_std": float(scores.std(0)[best]),
-        "cv_scores_by_C": {f"{c:g}": float(s) for c, s in zip(lr.Cs_, scores.mean(0), strict=True)},
-        "cv_folds": int(lr.cv.n_splits),
-        "n_train": int(train.sum()),
-        "n_features": int(x.shape[1]),
-        "mean_active_features": float(x[train].getnnz(axis=1).mean()) if sparse else float(x.shape[1]),
-        "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught),
-    }
+    x = as_features(x)
+    model, result = fit_cv(x, y, train, Cs=Cs, cv_folds=cv_folds, max_iter=max_iter, class_weight=class_weight,
+                           tol=tol, seed=seed, n_jobs=n_jobs)
     for name, mask in (("validation", split == "validation"), ("test", test)):
         if mask.any():
-            proba = np.zeros((int(mask.sum()), n_classes))
-            proba[:, lr.classes_] = model.predict_proba(x[mask])
-            result[name] = _metrics(y[mask], model.predict(x[mask]), proba, n_classes)
+            result[name] = score(model, x, y, mask, n_classes)
+    lr: LogisticRegressionCV = model.named_steps["logreg"]
     return result, np.asarray(lr.coef_), np.asarray(lr.intercept_)
 
 

@@ -22,6 +22,15 @@ IMAGE_DATASETS = name_regex(sc.datasets_of_kind(config, "image"))
 RANDOM_MODELS = name_regex([m for m, spec in config["models"].items() if "random" in spec])
 
 
+# Dataset keys that choose which probes run on a dataset, not what the prepared file holds.
+GRID_KEYS = ("models", "grid", "poolings", "binarize", "hidden_poolings")
+
+
+def dataset_settings(dataset):
+    """Settings that change a prepared dataset (so editing the probe grid does not re-prepare it)."""
+    return {k: v for k, v in config["datasets"][dataset].items() if k not in GRID_KEYS}
+
+
 def model_of(sae):
     return config["saes"][sae]["model"]
 

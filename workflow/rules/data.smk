@@ -6,7 +6,7 @@ rule prepare_dataset:
     wildcard_constraints:
         dataset=TEXT_DATASETS,
     params:
-        spec=lambda w: config["datasets"][w.dataset],
+        spec=lambda w: dataset_settings(w.dataset),
         seed=config["seed"],
     conda:
         ENV
