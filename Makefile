@@ -1,5 +1,6 @@
-# saeprobe: `make run` runs the default workflow, `make test` runs the tests.
-# Both create the virtual environment on first use (CPU-only torch, see constraints/cpu.txt).
+# saeprobe: `make run` runs the default workflow and writes its HTML report, `make report` (re)writes
+# the report (results/report.html), `make test` runs the tests.
+# They create the virtual environment on first use (CPU-only torch, see constraints/cpu.txt).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run test lint dry-run timings clean
+.PHONY: run report test lint dry-run timings clean
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,11 @@ $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 
 run: $(BIN)/.installed
 	$(BIN)/snakemake --cores all
+	$(BIN)/snakemake --report results/report.html
+
+# Figures, tables and top features with captions, as one self-contained HTML file (needs a finished run).
+report: $(BIN)/.installed
+	$(BIN)/snakemake --report results/report.html
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

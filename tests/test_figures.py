@@ -1,0 +1,211 @@
+"""Figures: each figure function draws synthetic tables of the documented schemas into PNG + SVG;
+selection inside figures is on CV; the set of figures follows the config; output is reproducible."""
+
+from __future__ import annotations
+
+import copy
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from saeprobe import config as sc
+from saeprobe import figures, report
+from saeprobe.tables import GRID_COLUMNS
+
+
+def synthetic_grid(seed: int = 0, widths: tuple[int, ...] = (64, 1024)) -> pl.DataFrame:
+    """A grid.parquet-like frame: 2 datasets x 2 models x SAE widths x layers x poolings x binarize,
+    hidden states, and TF-IDF."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for ds, model in product(["jailbreak", "trec"], ["m1", "m2"]):
+        for width, layer, pooling, binarize in product(widths, [1, 3], ["mean", "top20"], ["raw", "gt1"]):
+            rows.append(dict(dataset=ds, model=model, family="sae", source=f"{model}_sae{width}", layer=layer,
+                             pooling=pooling, binarize=binarize, n_features=width))
+        for layer, pooling in product([1, 3], ["mean", "last"]):
+            rows.append(dict(dataset=ds, model=model, family="hidden", source="hidden", layer=layer, pooling=pooling,
+                             binarize="raw", n_features=32))
+    for ds in ["jailbreak", "trec"]:
+        rows.append(dict(dataset=ds, model=None, family="tfidf", source="tfidf", layer=None, pooling=None,
+                         binarize=None, n_features=500))
+    df = pl.DataFrame(rows)
+    n = df.height
+    df = df.with_columns(
+        C=pl.lit(1.0), cv_macro_f1=pl.Series(rng.uniform(0.5, 0.95, n)), cv_macro_f1_std=pl.lit(0.01),
+        test_macro_f1=pl.Series(rng.uniform(0.5, 0.95, n)), test_accuracy=pl.Series(rng.uniform(0.5, 0.95, n)),
+        test_auroc=pl.lit(None, pl.Float64), validation_macro_f1=pl.lit(None, pl.Float64), n_train=pl.lit(60),
+        n_test=pl.lit(30), mean_active_features=pl.lit(5.0),
+    )
+    return df.select(GRID_COLUMNS)
+
+
+def synthetic_transfer() -> pl.DataFrame:
+    rows = []
+    rng = np.random.default_rng(1)
+    for ds, langs in (("tweets", ["en", "de", "fr"]), ("offensive", ["en", "de"])):
+        for (model, source, family), layer in product([("m1", "m1_sae", "sae"), ("m1", "hidden", "hidden")], [1, 3]):
+            for a, b in product(langs, langs):
+                rows.append(dict(model=model, dataset=ds, source=source, family=family, layer=layer, pooling="mean",
+                                 binarize="raw", train_lang=a, test_lang=b, macro_f1=float(rng.uniform(0.3, 0.9)),
+                                 accuracy=float(rng.uniform(0.3, 0.9)), n_train=50, n_test=20, C=1.0, cv_macro_f1=0.7))
+    return pl.DataFrame(rows)
+
+
+def synthetic_sweep(repeats: int = 3) -> pl.DataFrame:
+    rows = []
+    rng = np.random.default_rng(2)
+    for ds in ["jailbreak", "trec"]:
+        for model, source, family in (("m1", "m1_sae", "sae"), ("m1", "hidden", "hidden"), (None, "tfidf", "tfidf")):
+            for size, rep in product([16, 32, 64, None], range(repeats)):
+                layer = None if family == "tfidf" else 1
+                rows.append(dict(model=model, dataset=ds, source=source, family=family, layer=layer,
+                                 pooling=None if family == "tfidf" else "top20",
+                                 binarize=None if family == "tfidf" else ("gt1" if family == "sae" else "raw"),
+                                 n_per_class=size, repeat=rep, n_train=2 * (size or 100),
+                                 test_macro_f1=float(rng.uniform(0.4, 0.9)), test_accuracy=0.7, C=1.0))
+    return pl.DataFrame(rows, schema_overrides={"n_per_class": pl.Int64, "layer": pl.Int64, "model": pl.String,
+                                                "pooling": pl.String, "binarize": pl.String})
+
+
+def synthetic_behaviour() -> pl.DataFrame:
+    rows = []
+    for ds, acc in (("piqa_s", 0.55), ("boolq_s", 0.6)):
+        for probe_model, family, cv, test in (("m1", "sae", 0.7, 0.65), ("m1", "sae", 0.6, 0.9), ("m1", "hidden", 0.62, 0.6),
+                                              ("m2", "sae", 0.58, 0.57)):
+            rows.append(dict(dataset=ds, scorer_model="s", scorer_accuracy=acc, majority_rate=max(acc, 1 - acc),
+                             probe_model=probe_model, family=family, source="x" if family == "sae" else "hidden",
+                             layer=1, pooling="mean", binarize="raw", cv_macro_f1=cv, test_macro_f1=test,
+                             test_accuracy=test))
+    return pl.DataFrame(rows)
+
+
+def _check_written(fig, stem: Path) -> None:
+    png, svg = figures.save(fig, stem)
+    assert png.stat().st_size > 5000, png
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = svg.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text and len(text) > 5000
+
+
+@pytest.mark.parametrize("name", ["f1_by_layer", "f1_by_width", "pooling_binarize"])
+def test_grid_figures_write_png_and_svg(tmp_path, name):
+    fig = figures.make(name, {"grid": synthetic_grid()})
+    assert fig.axes and len([ax for ax in fig.axes if ax.get_visible()]) >= 2  # one panel per dataset (+colorbar)
+    _check_written(fig, tmp_path / name)
+
+
+def test_width_figure_with_a_single_width(tmp_path):
+    fig = figures.f1_by_width(synthetic_grid(widths=(2048,)))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2k"]
+    _check_written(fig, tmp_path / "w")
+
+
+def test_layer_figure_plots_the_cv_best_configuration(tmp_path):
+    g = synthetic_grid().filter(pl.col("dataset") == "jailbreak")
+    # Make one SAE cell at layer 1 of m1 best on CV with a known test score, and another best on test.
+    g = g.with_columns(
+        pl.when((pl.col("source") == "m1_sae64") & (pl.col("layer") == 1) & (pl.col("pooling") == "mean")
+                & (pl.col("binarize") == "raw")).then(0.99).otherwise(pl.col("cv_macro_f1")).alias("cv_macro_f1"),
+        pl.when((pl.col("source") == "m1_sae64") & (pl.col("layer") == 1) & (pl.col("pooling") == "mean")
+                & (pl.col("binarize") == "raw")).then(0.123).otherwise(pl.col("test_macro_f1")).alias("test_macro_f1"),
+    ).with_columns(
+        pl.when((pl.col("source") == "m1_sae1024") & (pl.col("layer") == 1) & (pl.col("pooling") == "top20"))
+        .then(0.999).otherwise(pl.col("test_macro_f1")).alias("test_macro_f1"),
+    )
+    fig = figures.f1_by_layer(g)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    sae = lines["m1 · SAE"]
+    assert list(sae.get_xdata()) == [1, 3]
+    assert sae.get_ydata()[0] == pytest.approx(0.123)  # the CV-best row's test score, not the test-best 0.999
+    assert "TF-IDF baseline" in lines
+
+
+def test_transfer_figure_one_panel_per_configuration(tmp_path):
+    t = synthetic_transfer()
+    fig = figures.transfer_matrices(t, "tweets")
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(panels) == 4  # (sae, hidden) x layers 1, 3
+    # Annotated cells: 3 x 3 languages per panel.
+    assert sum(1 for txt in panels[0].texts if txt.get_text().startswith("0.")) == 9
+    _check_written(fig, tmp_path / "transfer_tweets")
+    _check_written(figures.transfer_matrices(t, "nothing"), tmp_path / "empty")  # placeholder, still a figure
+
+
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_data_size_figure(tmp_path, repeats):
+    sweep = synthetic_sweep(repeats)
+    fig = figures.data_size(sweep)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "32", "64", "all"]
+    labels = {line.get_label() for line in ax.get_lines()}
+    assert labels == {"m1 · m1_sae", "m1 · hidden", "TF-IDF"}
+    # The plotted mean is the mean over repeats.
+    sae = next(line for line in ax.get_lines() if line.get_label() == "m1 · m1_sae")
+    expected = sweep.filter((pl.col("dataset") == "jailbreak") & (pl.col("source") == "m1_sae")
+                            & (pl.col("n_per_class") == 16))["test_macro_f1"].mean()
+    assert sae.get_ydata()[0] == pytest.approx(expected)
+    _check_written(fig, tmp_path / "data_size")
+
+
+def test_behaviour_bars_use_cv_best_probe(tmp_path):
+    fig = figures.behaviour_bars(synthetic_behaviour())
+    ax = fig.axes[0]
+    heights = [round(p.get_height(), 3) for p in ax.patches]
+    assert 0.65 in heights and 0.9 not in heights  # m1 SAE: CV-best (0.7 CV) has test 0.65
+    assert 0.55 in heights and 0.6 in heights  # scorer accuracies / majority rates shown
+    _check_written(fig, tmp_path / "behaviour")
+
+
+def test_save_is_reproducible(tmp_path):
+    a = figures.save(figures.f1_by_layer(synthetic_grid()), tmp_path / "a")
+    b = figures.save(figures.f1_by_layer(synthetic_grid()), tmp_path / "b")
+    assert a[0].read_bytes() == b[0].read_bytes()
+    assert a[1].read_bytes() == b[1].read_bytes()
+
+
+def test_empty_tables_give_placeholder_figures(tmp_path):
+    empty = synthetic_grid().filter(pl.col("family") == "tfidf")
+    for name in ("f1_by_layer", "f1_by_width", "pooling_binarize"):
+        fig = figures.make(name, {"grid": empty})
+        assert "no " in fig.axes[0].texts[0].get_text()
+        _check_written(fig, tmp_path / name)
+
+
+BASE = {
+    "datasets": {"a": {"path": "a.parquet", "lang_column": "lang"}, "b": {"path": "b.parquet"}},
+    "models": {"m": {"path": "m", "layers": [0, 1]}},
+    "saes": {"s": {"model": "m", "path": "sae"}},
+}
+
+
+def test_figure_plan_follows_config():
+    cfg = sc.validate(copy.deepcopy(BASE))
+    assert report.figure_plan(cfg) == {"f1_by_layer": "grid", "f1_by_width": "grid", "pooling_binarize": "grid"}
+    more = copy.deepcopy(BASE)
+    more["transfer"] = {"datasets": ["a"]}
+    more["sweep"] = {"datasets": ["b"]}
+    more["behaviour"] = {"q": {"path": "q.parquet", "model": "m"}}
+    plan = report.figure_plan(sc.validate(more))
+    assert plan["transfer_a"] == "transfer" and plan["data_size"] == "sweep" and plan["behaviour"] == "behaviour"
+    inputs = report.top_feature_inputs(cfg)
+    assert inputs["coef"] == sorted(f"results/probes/m/{d}/s/layer_{L}/{p}__{b}.coef.npz" for d in "ab" for L in (0, 1)
+                                    for p in cfg["features"]["poolings"] for b in ("raw", "gt1"))
+    assert inputs["tokens"] == ["results/tokens/m/a.parquet", "results/tokens/m/b.parquet"] and inputs["models"] == []
+    no_sae = copy.deepcopy(BASE)
+    no_sae["saes"] = {}
+    assert report.figure_plan(sc.validate(no_sae)) == {"f1_by_layer": "grid"}
+
+
+def test_unknown_figure_name():
+    with pytest.raises(KeyError, match="unknown figure"):
+        figures.make("nope", {})
+
+
+def test_sort_helpers():
+    assert sorted(["top50", "last", "top5", "mean"], key=figures.pooling_key) == ["mean", "last", "top5", "top50"]
+    assert sorted(["gt1", "raw", "gt0.5"], key=figures.binarize_key) == ["raw", "gt0.5", "gt1"]
+    assert [figures.width_label(w) for w in (300, 2048, 16384, 1 << 20)] == ["300", "2k", "16k", "1M"]

@@ -1,0 +1,63 @@
+"""Snakemake adapter: top SAE features of the best probes with their most activating contexts
+(saeprobe.top_features)."""
+import json
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from saeprobe import top_features as tf
+from saeprobe.config import ProbeCell
+from saeprobe.data import LABEL_NAMES_KEY
+from saeprobe.errors import DataError
+from saeprobe.io import atomic_path, setup_logging
+from saeprobe.models import load_tokenizer
+from saeprobe.store import CodeStore
+
+log = setup_logging(snakemake.log[0])
+p = snakemake.params
+settings = p.report
+grid = pl.read_parquet(snakemake.input.grid)
+probes = tf.best_sae_probes(grid, p.datasets)
+log.info("%d best SAE probes (one per dataset and SAE, chosen on CV macro F1)", probes.height)
+decoders = {}
+rows = []
+for probe in probes.iter_rows(named=True):
+    cell = ProbeCell(probe["model"], probe["dataset"], probe["source"], probe["layer"], probe["pooling"], probe["binarize"])
+    coef_path = cell.path_in("probes", "coef.npz")
+    with np.load(coef_path) as npz:
+        coef, label_names = npz["coef"], [str(x) for x in npz["label_names"]]
+    data_path = f"results/data/{cell.dataset}.parquet"
+    stored_names = json.loads((pq.read_schema(data_path).metadata or {}).get(LABEL_NAMES_KEY, b"[]"))
+    if stored_names and stored_names != label_names:
+        raise DataError(f"{coef_path}: label names {label_names} differ from {data_path}'s {stored_names}")
+    docs = pl.read_parquet(data_path, columns=["doc_id", "label", "split"])
+    store = CodeStore(f"results/features/{cell.model}/{cell.dataset}/{cell.source}/layer_{cell.layer}.zarr")
+    tokens_path = decode = None
+    if p.kinds[cell.dataset] == "text":
+        tokens_path = f"results/tokens/{cell.model}/{cell.dataset}.parquet"
+        if cell.model not in decoders:
+            decoders[cell.model] = tf.tokenizer_decoder(load_tokenizer(p.sources[cell.model], cell.model))
+        decode = decoders[cell.model]
+    sae = p.saes.get(cell.source, {})
+    np_id = tf.neuronpedia_id(sae.get("release"), sae.get("sae_id", "").format(layer=cell.layer))
+    new = tf.feature_rows(probe, coef, label_names, store, top_n=settings["top_features"], contexts=settings["contexts"],
+                          context_tokens=settings["context_tokens"], exclude_special=p.exclude_special, docs=docs,
+                          tokens_path=tokens_path, decode=decode, np_id=np_id)
+    log.info("%s / %s: %s layer %d %s__%s -> %d features listed%s", cell.dataset, cell.source, cell.model, cell.layer,
+             cell.pooling, cell.binarize, len(new), f" (Neuronpedia: {np_id})" if np_id else "")
+    rows += new
+
+df = tf.to_frame(rows)
+note = ("Per dataset and SAE, the probe with the best CV macro F1 (never chosen on test). Per class, the features with "
+        f"the largest probe weights (MaxAbs-scaled feature space; binary probes: positive weights -> the second class, "
+        f"negative -> the first), each with its {settings['contexts']} most activating documents (strongest token, "
+        f"«marked», {settings['context_tokens']} tokens either side). 'fires in class / elsewhere' = share of documents "
+        "of the class / of the other classes in which the feature is active at least once.")
+with atomic_path(snakemake.output.parquet) as tmp:
+    df.write_parquet(tmp)
+with atomic_path(snakemake.output.md) as tmp:
+    tmp.write_text(tf.markdown(df))
+with atomic_path(snakemake.output.html) as tmp:
+    tmp.write_text(tf.html_page(df, note=note))
+log.info("%d feature rows written", df.height)
