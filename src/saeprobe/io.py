@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from saeprobe.errors import SaeprobeError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Iterator[Path]:
@@ -71,7 +73,10 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 def setup_logging(log_path: str | os.PathLike[str] | None) -> logging.Logger:
     """Send the ``saeprobe`` logger, warnings and stderr (tqdm bars) to ``log_path``.
 
-    Used by the workflow scripts so each job's log file holds everything it reported.
+    Used by the workflow scripts so each job's log file holds everything it reported. An
+    uncaught :class:`~saeprobe.errors.SaeprobeError` (bad input or config) ends the job with its
+    message alone — in the log and on the job's original stderr (the terminal locally, the SLURM
+    log on a cluster) — instead of a traceback; any other exception is logged with its traceback.
     """
     logger = logging.getLogger("saeprobe")
     logger.setLevel(logging.INFO)
@@ -85,4 +90,15 @@ def setup_logging(log_path: str | os.PathLike[str] | None) -> logging.Logger:
     logger.addHandler(handler)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").addHandler(handler)
+    sys.excepthook = _excepthook
     return logger
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    logger = logging.getLogger("saeprobe")
+    if issubclass(exc_type, SaeprobeError):
+        logger.error("%s", exc)
+        if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+            print(f"saeprobe: {exc}", file=sys.__stderr__)
+    else:
+        logger.error("unexpected error", exc_info=(exc_type, exc, tb))

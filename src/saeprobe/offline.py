@@ -33,3 +33,16 @@ def set_offline(offline: bool) -> None:
     if ds_config is not None:
         ds_config.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
         ds_config.HF_DATASETS_OFFLINE = True  # type: ignore[attr-defined]
+
+
+def is_offline() -> bool:
+    """True when downloads are forbidden (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARS[:2])
+
+
+def offline_hint(what: str) -> str:
+    """A sentence to append to a failed hub load: in offline mode, say why and what to do."""
+    if not is_offline():
+        return ""
+    return (f" (offline mode: {what} is not in the local Hugging Face cache; set `offline: false` in the config to "
+            "download it once, or point the config at a local folder)")
