@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -32,10 +33,17 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         directory: the caller writes a directory (e.g. a Zarr store) instead of a file.
 
     On an exception the temporary file/directory is removed and the exception re-raised;
-    ``path`` is left untouched. An existing ``path`` is replaced.
+    ``path`` is left untouched. An existing ``path`` is replaced. Temporaries left by a writer
+    of the same path that was killed (SIGKILL, a node failure, a SLURM time limit: no cleanup
+    ran) are removed first — Snakemake never runs two jobs for one output.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    mine = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}\.tmp")  # tempfile.mkdtemp's names, below
+    for stale in final.parent.iterdir():
+        if mine.fullmatch(stale.name):
+            logging.getLogger("saeprobe").info("removing %s, left by an interrupted writer of %s", stale, final)
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     target = tmp if directory else tmp / final.name
     try:

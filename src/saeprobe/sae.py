@@ -9,6 +9,7 @@ activation store through ``sae.encode`` in batches and writes the non-zero codes
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -274,6 +275,10 @@ def train_topk(x: torch.Tensor, out_dir: str | Path, *, width: int, k: int, trai
     trained = trainer.fit()
     out_dir = Path(out_dir)
     trained.save_inference_model(str(out_dir))
+    # SAELens writes cfg.json in an order that varies from run to run: sort it so that two
+    # runs give the same bytes.
+    cfg_path = out_dir / "cfg.json"
+    cfg_path.write_text(json.dumps(json.loads(cfg_path.read_text()), sort_keys=True))
     from sae_lens import SAE
 
     inference = SAE.load_from_disk(str(out_dir), device=device)

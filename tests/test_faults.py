@@ -1,0 +1,157 @@
+"""Faults and determinism, through the snakemake CLI on a tiny random Llama.
+
+- A run from clean killed (SIGKILL to the whole snakemake process group) while the forward
+  pass is writing its store, then `--unlock` and a rerun, gives the same bytes as an
+  uninterrupted run from clean — every file under results/ but the logs and benchmarks (which
+  hold timings): tables, probe results, pooled features, trained SAE, activation stores. Both
+  runs start from clean, so this is also the two-runs-from-clean determinism check. The killed
+  job left no output that Snakemake takes as complete (only its temporary, which the rerun
+  removes).
+- Atomic writes: a failed writer leaves nothing; every workflow script writes its outputs
+  through the atomic writers.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from saeprobe.io import atomic_path
+from tests.conftest import DATA, ROOT
+from tests.test_workflow import planned, snakemake, write_config
+
+SKIP = ("logs", "benchmarks")
+
+
+def outputs(workdir: Path) -> dict[str, bytes]:
+    """Every file under results/ (logs and benchmarks excepted), by relative path."""
+    res = workdir / "results"
+    return {str(p.relative_to(res)): p.read_bytes() for p in sorted(res.rglob("*"))
+            if p.is_file() and p.relative_to(res).parts[0] not in SKIP}
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    oa, ob = outputs(a), outputs(b)
+    assert sorted(oa) == sorted(ob)
+    differ = [k for k in oa if oa[k] != ob[k]]
+    assert not differ, f"{len(differ)} of {len(oa)} files differ, e.g. {differ[:5]}"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, tiny_llama) -> dict:
+    # All of jailbreak_classification (1306 documents, ~41k tokens at max_length 32): a forward
+    # pass long enough to be caught writing its store (it flushes a chunk every 16384 tokens),
+    # the rest small. The SAE is trained by the workflow: SAE training is seeded too.
+    return {
+        "seed": 3,
+        "device": "cpu",
+        "datasets": {"jailbreak": {"path": str(DATA / "jailbreak_classification.parquet")}},
+        "models": {"tiny": {"path": str(tiny_llama), "layers": [2], "max_length": 32, "token_budget": 512}},
+        "saes": {"topk": {"model": "tiny", "train": {"width": 64, "k": 4, "training_tokens": 8192, "batch_size": 256}}},
+        "features": {"poolings": ["mean"], "binarize": [None], "hidden_poolings": ["mean"]},
+        "probe": {"Cs": [0.1, 1.0], "cv_folds": 3},
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, config) -> Path:
+    workdir = tmp_path_factory.mktemp("reference")
+    write_config(workdir, config)
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.mark.workflow
+def test_run_killed_during_extraction_then_rerun_equals_a_clean_run_byte_for_byte(tmp_path, config, reference):
+    """Also the determinism check: this run starts from clean too (and the killed forward pass
+    is redone from scratch), so two runs from clean give the same bytes."""
+    write_config(tmp_path, config)
+    acts = tmp_path / "results" / "activations" / "tiny"
+    final = acts / "jailbreak.zarr"
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "--cores", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # Wait until the forward pass has written part of its store (a chunk in the temporary), then
+    # kill snakemake and its jobs at once: no handler runs, as on a node failure.
+    partial = None
+    deadline = time.monotonic() + 600
+    while partial is None and time.monotonic() < deadline and proc.poll() is None and not final.exists():
+        for tmp in acts.glob(".jailbreak.zarr.*.tmp") if acts.exists() else []:
+            if any(p.is_file() for p in (tmp / "layer_2" / "c").rglob("*")):  # a chunk: c/<row>/<col>
+                partial = tmp
+                break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert partial is not None, "the extraction was not caught while writing (finished too fast?)"
+    assert not final.exists()  # nothing that looks like a finished store
+    assert partial.exists()  # the killed writer's temporary, as it was left
+
+    snakemake(tmp_path, "--unlock")
+    assert "extract_activations" in planned(tmp_path)  # Snakemake knows the store is missing
+    snakemake(tmp_path)
+    assert not partial.exists()  # the rerun removed what the killed writer left
+    assert not [p for p in (tmp_path / "results").rglob("*.tmp")]
+    assert_same_outputs(reference, tmp_path)
+    grid = pl.read_parquet(tmp_path / "results" / "tables" / "grid.parquet")
+    assert set(grid["family"]) == {"sae", "hidden", "tfidf"} and grid.height == 3
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_removes_only_its_own_stale_temporaries(tmp_path):
+    (tmp_path / ".out.json.abcd1234.tmp").mkdir()  # left by a killed writer of out.json
+    (tmp_path / ".out.json.x.abcd1234.tmp").mkdir()  # another output's temporary
+    with atomic_path(tmp_path / "out.json") as tmp:
+        tmp.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.json.x.abcd1234.tmp", "out.json"]
+
+
+ATOMIC_WRITERS = {"atomic_path", "write_json", "save_pooled", "write_table", "write"}
+
+
+def test_every_script_writes_its_outputs_atomically():
+    """Each use of ``snakemake.output`` in a workflow script is an argument of an atomic writer
+    (saeprobe.io.atomic_path / write_json, pooling.save_pooled, tables.write_table, data.write),
+    or the directory the atomic table writer writes into."""
+    scripts = sorted((ROOT / "workflow" / "scripts").glob("*.py"))
+    assert scripts
+    problems = []
+    for script in scripts:
+        tree = ast.parse(script.read_text())
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and node.attr == "output"
+                    and isinstance(node.value, ast.Name) and node.value.id == "snakemake"):
+                continue
+            up, ok = node, False
+            while up in parents:
+                up = parents[up]
+                if isinstance(up, ast.Call):
+                    name = up.func.attr if isinstance(up.func, ast.Attribute) else getattr(up.func, "id", "")
+                    if name in ATOMIC_WRITERS:
+                        ok = True
+                        break
+                    if name == "Path" and isinstance(parents.get(up), ast.Attribute) and parents[up].attr == "parent":
+                        ok = "write_table" in script.read_text()  # Path(output).parent: write_table's folder
+                        break
+            if not ok:
+                problems.append(f"{script.name}:{node.lineno}")
+    assert not problems, f"outputs not written through an atomic writer: {problems}"
