@@ -57,7 +57,8 @@ def config(tmp_path_factory, tiny_llama) -> dict:
         "models": {"tiny": {"path": str(tiny_llama), "layers": [2], "max_length": 32, "token_budget": 512}},
         "saes": {"topk": {"model": "tiny", "train": {"width": 64, "k": 4, "training_tokens": 8192, "batch_size": 256}}},
         "features": {"poolings": ["mean"], "binarize": [None], "hidden_poolings": ["mean"]},
-        "probe": {"Cs": [0.1, 1.0], "cv_folds": 3},
+        "probe": {"Cs": [0.1, 1.0], "cv_folds": 2},
+        "tfidf": {"enabled": False},  # deterministic, and compared by the SLURM check; skipped for time
     }
 
 
@@ -102,7 +103,7 @@ def test_run_killed_during_extraction_then_rerun_equals_a_clean_run_byte_for_byt
     assert not [p for p in (tmp_path / "results").rglob("*.tmp")]
     assert_same_outputs(reference, tmp_path)
     grid = pl.read_parquet(tmp_path / "results" / "tables" / "grid.parquet")
-    assert set(grid["family"]) == {"sae", "hidden", "tfidf"} and grid.height == 3
+    assert set(grid["family"]) == {"sae", "hidden"} and grid.height == 2
 
 
 # --------------------------------------------------------------------------- atomic writes
