@@ -8,7 +8,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run report test lint dry-run timings clean
+.PHONY: run report test lint dry-run timings clean slurm-check
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ dry-run: $(BIN)/.installed
 
 timings: $(BIN)/.installed
 	$(BIN)/python -m saeprobe.tables results/benchmarks
+
+# A one-node SLURM cluster on localhost runs a small configuration through profiles/slurm and
+# must give the tables of a local run (needs root; installs Debian's slurm and munge if missing).
+slurm-check: $(BIN)/.installed
+	VENV=$(VENV) ci/slurm_check.sh
 
 lint: $(BIN)/.installed
 	$(BIN)/snakemake --lint

@@ -9,7 +9,7 @@ from snakemake.utils import min_version
 
 import saeprobe.config as sc
 from saeprobe.errors import ConfigError
-from saeprobe.models import set_offline
+from saeprobe.offline import set_offline
 
 min_version("9.0")
 

@@ -55,14 +55,14 @@ def test_source_without_test_split_gets_one_carved_from_train(tmp_path):
 
 
 def test_empty_texts_are_dropped_counted_and_logged(tmp_path, caplog):
-    frame = pl.DataFrame({"text": ["good", "", "   ", None, "fine", "ok"], "label": [0, 1, 0, 1, 1, 0],
-                          "split": ["train", "train", "train", "test", "test", "train"]})
+    frame = pl.DataFrame({"text": ["good", "", "   ", None, "fine", "ok", "more", "t"], "label": [0, 1, 0, 1, 1, 0, 1, 0],
+                          "split": ["train", "train", "train", "test", "train", "train", "train", "test"]})
     with caplog.at_level(logging.WARNING, logger="saeprobe"):
         out, _, report = data.prepare({"path": _write(tmp_path, frame)}, "d", seed=0)
     assert report["n_dropped_empty_text"] == 3
-    assert out["text"].to_list() == ["good", "fine", "ok"]
-    assert out["doc_id"].to_list() == [0, 1, 2]
-    assert out["source_row"].to_list() == [0, 4, 5]
+    assert out["text"].to_list() == ["good", "fine", "ok", "more", "t"]
+    assert out["doc_id"].to_list() == [0, 1, 2, 3, 4]
+    assert out["source_row"].to_list() == [0, 4, 5, 6, 7]
     assert "dropped 3 empty" in caplog.text
 
 

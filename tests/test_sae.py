@@ -85,5 +85,5 @@ def test_train_topk_saves_a_loadable_saelens_sae(tmp_path):
 def test_load_sae_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="no SAELens folder"):
         load_sae({"path": str(tmp_path / "nope_{layer}")}, layer=3, device="cpu", name="mine")
-    with pytest.raises(ConfigError, match="could not load SAE 'layer_3/width_16k/canonical' of release 'no-such-release'"):
+    with pytest.raises(ConfigError, match="release 'no-such-release' is not in SAELens' pretrained SAE directory"):
         load_sae({"release": "no-such-release", "sae_id": "layer_{layer}/width_16k/canonical"}, layer=3, device="cpu")

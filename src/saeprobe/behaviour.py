@@ -391,15 +391,15 @@ def option_losses(model: nn.Module, enc: Encoded, token_budget: int = 16384, bat
             b_t, t_t = torch.from_numpy(b_idx).to(device), torch.from_numpy(t_idx).to(device)
             targets = ids[b_t, t_t]
             if head is not None:
-                hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
+                hidden = base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
                 logits = head(hidden[b_t, t_t - 1]).float()
                 if not checked:
                     checked = True
                     head = _check_head(model, head, ids[:1], mask[:1])
                     if head is None:
-                        logits = model(input_ids=ids, attention_mask=mask).logits[b_t, t_t - 1].float()
+                        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[b_t, t_t - 1].float()
             else:
-                logits = model(input_ids=ids, attention_mask=mask).logits[b_t, t_t - 1].float()
+                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[b_t, t_t - 1].float()
             nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none").double()
             sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, b_t, nll)
             counts = torch.from_numpy(lengths[rows] - enc.start[rows]).to(device)

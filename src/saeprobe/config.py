@@ -12,6 +12,7 @@ the Snakefile asks for exactly those.
 from __future__ import annotations
 
 import copy
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
         unknown = sorted(k for k in error.instance if k not in allowed)
         prefix = f"{where}." if error.absolute_path else ""
         hint = f" (allowed: {', '.join(sorted(allowed))})" if allowed else ""
-        return "; ".join(f"unknown key '{prefix}{k}'{hint}" for k in unknown)
+
+        def guess(key: str) -> str:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+            return f" — did you mean '{close[0]}'?" if close else ""
+
+        return "; ".join(f"unknown key '{prefix}{k}'{guess(k)}{hint}" for k in unknown)
     if error.validator == "oneOf":
         options = [" + ".join(s.get("required", [])) for s in error.validator_value]
         return f"'{where}' needs exactly one of: {' | '.join(options)}"

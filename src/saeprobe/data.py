@@ -10,10 +10,21 @@ Output (DESIGN.md §4, ``results/data/{dataset}.parquet``), one row per document
 The ordered label names are also kept in the Parquet schema metadata (``saeprobe.label_names``).
 When the source has no split column, a seeded, stratified split is drawn here, once; every
 probe and baseline downstream uses these same splits.
+
+Bad input (each message names the dataset, its file, the column and rows):
+
+- empty or whitespace-only texts are dropped, counted and logged (documented behaviour);
+- a missing text/label/lang/id column, a missing label (null, empty, NaN), fewer than two
+  classes, a class with fewer than two train examples (stratified CV needs two), a text that is
+  not valid UTF-8, duplicate values in ``id_column``, no rows at all: :class:`DataError`;
+- duplicate texts are kept (real datasets have them) but counted and logged, with how many
+  cross the train/test boundary and how many carry conflicting labels.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 from pathlib import Path
@@ -68,6 +79,10 @@ def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFra
         except DataError:
             raise
         except Exception as exc:  # polars raises many types; the message is what matters
+            where = _utf8_error(path, suffix) if suffix != ".parquet" else None
+            if where:
+                raise DataError(f"dataset '{name}': {path} is not valid UTF-8: {where}; re-encode the file as UTF-8 "
+                                f"(e.g. iconv -f latin1 -t utf-8)") from exc
             raise DataError(f"dataset '{name}': could not read {path}: {exc}") from exc
         return df, str(path)
 
@@ -88,6 +103,50 @@ def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFra
             frame = pl.from_arrow(ds[split].data.table)
             frames.append(frame.with_columns(pl.lit(split).alias(HUB_SPLIT), pl.lit(config_name).alias(HUB_CONFIG)))
     return pl.concat(frames, how="diagonal_relaxed"), f"hub:{spec['hub']}"
+
+
+def _utf8_error(path: Path, suffix: str) -> str | None:
+    """Where ``path`` first stops being UTF-8: row (0-based, header not counted), column, byte offset.
+
+    Returns None when the file decodes (the read failed for another reason).
+    """
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+        return None
+    except UnicodeDecodeError as exc:
+        start, bad = exc.start, raw[exc.start : exc.start + 4]
+    prefix = raw[:start].decode("utf-8")
+    if suffix in (".csv", ".tsv"):
+        records = list(csv.reader(io.StringIO(prefix), delimiter="\t" if suffix == ".tsv" else ","))
+        header = records[0] if records else []
+        if not records or prefix.endswith(("\n", "\r")):
+            row, col = len(records), 0  # the bad byte starts a new record
+        else:
+            row, col = len(records) - 1, len(records[-1]) - 1
+        column = f"column '{header[col]}'" if row > 0 and col < len(header) else f"column {col}"
+        where = f"row {row - 1}, {column}" if row > 0 else "the header line"
+    else:
+        where = f"row {prefix.count(chr(10))}"
+    return f"{where} (byte offset {start}: {bad!r})"
+
+
+def _as_text(series: pl.Series, column: str, name: str, origin: str) -> pl.Series:
+    """``series`` as UTF-8 strings; a binary column must decode (else the first bad row is named)."""
+    if series.dtype == pl.Binary:
+        values = series.to_list()
+        for row, value in enumerate(values):
+            if value is None:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"dataset '{name}' ({origin}): column '{column}' row {row} is not valid UTF-8 "
+                    f"(byte {exc.start}: {value[exc.start : exc.start + 4]!r}); re-encode the texts as UTF-8"
+                ) from None
+        return pl.Series(column, [None if v is None else v.decode("utf-8") for v in values], dtype=pl.String)
+    return series.cast(pl.String)
 
 
 def _require_column(df: pl.DataFrame, column: str, role: str, name: str, origin: str) -> None:
@@ -119,23 +178,36 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
     lang_col = spec.get("lang_column")
     if lang_col is not None:
         _require_column(df, lang_col, "lang", name, origin)
+    id_col = spec.get("id_column")
+    if id_col is not None:
+        _require_column(df, id_col, "id", name, origin)
+        _check_ids(df[id_col], id_col, name, origin)
 
+    label_raw = df[label_col]
+    if label_raw.dtype == pl.Binary:
+        label_raw = _as_text(label_raw, label_col, name, origin)
     out = pl.DataFrame(
         {
             "source_row": np.arange(df.height, dtype=np.int64),
-            "text": df[text_col].cast(pl.String),
-            "label_raw": df[label_col],
+            "text": _as_text(df[text_col], text_col, name, origin),
+            "label_raw": label_raw,
             "split_raw": df[split_col].cast(pl.String) if split_col and split_col in df.columns else None,
             "lang": df[lang_col].cast(pl.String) if lang_col else pl.Series([None] * df.height, dtype=pl.String),
         }
     )
 
-    missing_label = out.filter(pl.col("label_raw").is_null() | (pl.col("label_raw").cast(pl.String).str.strip_chars() == ""))
+    # Missing: null, empty/whitespace, float NaN, or the text "nan" (a NaN written out by pandas).
+    as_text = pl.col("label_raw").cast(pl.String).str.strip_chars()
+    missing = pl.col("label_raw").is_null() | (as_text == "") | (as_text.str.to_lowercase() == "nan")
+    if out["label_raw"].dtype.is_float():
+        missing = missing | pl.col("label_raw").is_nan()
+    missing_label = out.filter(missing)
     if missing_label.height:
-        rows = missing_label["source_row"].head(5).to_list()
+        rows = missing_label["source_row"].head(10).to_list()
         raise DataError(
             f"dataset '{name}' ({origin}): column '{label_col}' has {missing_label.height} missing labels "
-            f"(first source rows: {rows})"
+            f"(null, empty or NaN) in rows {rows}{' ...' if missing_label.height > 10 else ''} "
+            "(0-based, header not counted); fill them in or remove those rows"
         )
 
     empty = out["text"].is_null() | (out["text"].str.strip_chars() == "")
@@ -159,8 +231,10 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
     out = out.with_columns(pl.Series("label", labels), pl.Series("label_name", [label_names[i] for i in labels]))
 
     report: dict[str, Any] = {"source": origin, "n_source_rows": df.height, "n_dropped_empty_text": n_empty}
-    split = _assign_splits(out, spec, name, seed, report)
+    split = _assign_splits(out, spec, name, seed, report, label_names, label_col, origin)
     out = out.with_columns(pl.Series("split", split))
+    _check_train_classes(out, label_names, name, origin, label_col)
+    report["duplicates"] = _count_duplicates(out, name)
     out = out.with_columns(pl.arange(0, out.height, dtype=pl.Int64).alias("doc_id"))
     out = out.select("doc_id", "text", "label", "label_name", "split", "lang", "source_row")
     report["n_docs"] = out.height
@@ -176,7 +250,58 @@ def _label_order(value: object) -> tuple[int, float, str]:
         return (1, 0.0, str(value))
 
 
-def _assign_splits(out: pl.DataFrame, spec: dict[str, Any], name: str, seed: int, report: dict[str, Any]) -> np.ndarray:
+def _check_ids(ids: pl.Series, column: str, name: str, origin: str) -> None:
+    """``id_column`` values must be present and unique."""
+    rows = np.flatnonzero(ids.is_null().to_numpy())
+    if len(rows):
+        raise DataError(f"dataset '{name}' ({origin}): column '{column}' (id_column) is empty in rows "
+                        f"{rows[:10].tolist()} (0-based, header not counted)")
+    dup = ids.is_duplicated().to_numpy()
+    if dup.any():
+        frame = pl.DataFrame({"id": ids, "row": np.arange(len(ids))}).filter(pl.Series(dup))
+        groups = frame.group_by("id", maintain_order=True).agg(pl.col("row")).head(5)
+        shown = "; ".join(f"{v!r} in rows {r}" for v, r in groups.iter_rows())
+        n_ids = frame["id"].n_unique()
+        raise DataError(f"dataset '{name}' ({origin}): column '{column}' (id_column) has {n_ids} duplicated ids: "
+                        f"{shown}{' ...' if n_ids > 5 else ''} (rows 0-based, header not counted)")
+
+
+def _check_train_classes(out: pl.DataFrame, label_names: list[str], name: str, origin: str, label_col: str) -> None:
+    """Every class needs two train examples: the probe's C is chosen by stratified CV on train."""
+    labels, split = out["label"].to_numpy(), out["split"].to_numpy()
+    train = np.bincount(labels[split == "train"], minlength=len(label_names))
+    total = np.bincount(labels, minlength=len(label_names))
+    short = [i for i, c in enumerate(train) if c < 2]
+    if short:
+        detail = ", ".join(f"'{label_names[i]}' ({train[i]} in train, {total[i]} in all)" for i in short)
+        raise DataError(
+            f"dataset '{name}' ({origin}): column '{label_col}': classes with fewer than 2 train examples: {detail}; "
+            "stratified cross-validation needs at least 2 per class — add examples or remove (merge) those classes"
+        )
+
+
+def _count_duplicates(out: pl.DataFrame, name: str) -> dict[str, int]:
+    """Count duplicate texts (kept, not dropped): rows, those across train/test, those with conflicting labels."""
+    groups = out.group_by("text").agg(pl.len().alias("n"), pl.col("split").n_unique().alias("n_splits"),
+                                      pl.col("label").n_unique().alias("n_labels"),
+                                      pl.col("split").is_in(["train"]).any().alias("in_train"),
+                                      pl.col("split").is_in(["test"]).any().alias("in_test"))
+    dup = groups.filter(pl.col("n") > 1)
+    counts = {
+        "n_duplicate_rows": int((dup["n"] - 1).sum()) if dup.height else 0,
+        "n_duplicated_texts": dup.height,
+        "n_texts_in_train_and_test": int((dup["in_train"] & dup["in_test"]).sum()) if dup.height else 0,
+        "n_texts_with_conflicting_labels": int((dup["n_labels"] > 1).sum()) if dup.height else 0,
+    }
+    if dup.height:
+        log.warning("dataset %s: %d texts occur more than once (%d extra rows, kept); %d of them are in both train and "
+                    "test, %d carry different labels", name, counts["n_duplicated_texts"], counts["n_duplicate_rows"],
+                    counts["n_texts_in_train_and_test"], counts["n_texts_with_conflicting_labels"])
+    return counts
+
+
+def _assign_splits(out: pl.DataFrame, spec: dict[str, Any], name: str, seed: int, report: dict[str, Any],
+                   label_names: list[str], label_col: str, origin: str) -> np.ndarray:
     mapping = spec.get("split_names") or {}
     if out["split_raw"].dtype != pl.Null and out["split_raw"].null_count() < out.height:
         raw = out["split_raw"].to_list()
@@ -190,13 +315,15 @@ def _assign_splits(out: pl.DataFrame, spec: dict[str, Any], name: str, seed: int
         report["splits_from"] = "source"
         if "train" not in set(split) or "test" not in set(split):
             # The source has splits, but not both train and test: carve the missing ones from what is there.
-            return _carve(out, split, spec, name, seed, report)
+            return _carve(out, split, spec, name, seed, report, label_names, label_col, origin)
         return split.astype(str)
     report["splits_from"] = "seeded stratified split"
-    return _carve(out, np.full(out.height, "train", dtype=object), spec, name, seed, report)
+    return _carve(out, np.full(out.height, "train", dtype=object), spec, name, seed, report, label_names, label_col,
+                  origin)
 
 
-def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str, seed: int, report: dict[str, Any]) -> np.ndarray:
+def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str, seed: int, report: dict[str, Any],
+           label_names: list[str], label_col: str, origin: str) -> np.ndarray:
     """Draw test (and validation) rows, stratified by label and seeded, from rows not yet in a split.
 
     Source splits that exist are kept: only rows labelled train (or everything when there is
@@ -212,15 +339,23 @@ def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str
     for target, frac in (("test", spec.get("test_fraction", 0.2)), ("validation", spec.get("validation_fraction", 0.0))):
         if target in set(split.tolist()) or not frac:
             continue
-        counts = np.bincount(labels[pool])
-        too_small = [i for i, c in enumerate(counts) if 0 < c < 2]
+        counts = np.bincount(labels[pool], minlength=len(label_names))
+        too_small = [i for i, c in enumerate(counts) if 0 < c < 3]
         if too_small:
+            detail = ", ".join(f"'{label_names[i]}' ({counts[i]})" for i in too_small)
             raise DataError(
-                f"dataset '{name}': cannot draw a stratified {target} split: label index {too_small} "
-                "has a single example"
+                f"dataset '{name}' ({origin}): column '{label_col}': cannot draw a stratified {target} split: "
+                f"classes with fewer than 3 examples: {detail} (each needs 1 in {target} and 2 in train for "
+                "cross-validation) — add examples or remove (merge) those classes"
             )
         size = frac if target == "test" else frac / max(1e-9, 1 - spec.get("test_fraction", 0.2))
-        keep, take = train_test_split(pool, test_size=size, random_state=seed, stratify=labels[pool])
+        try:
+            keep, take = train_test_split(pool, test_size=size, random_state=seed, stratify=labels[pool])
+        except ValueError as exc:  # e.g. a test split smaller than the number of classes
+            raise DataError(
+                f"dataset '{name}' ({origin}): cannot draw a stratified {target} split ({frac:g} of {len(pool)} rows, "
+                f"{int((counts > 0).sum())} classes): {exc}"
+            ) from None
         split[take] = target
         pool = np.sort(keep)
     report["carved"] = sorted(set(split.tolist()) - before)

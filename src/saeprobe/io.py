@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from saeprobe.errors import SaeprobeError
 
 
 @contextlib.contextmanager
@@ -30,10 +33,17 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         directory: the caller writes a directory (e.g. a Zarr store) instead of a file.
 
     On an exception the temporary file/directory is removed and the exception re-raised;
-    ``path`` is left untouched. An existing ``path`` is replaced.
+    ``path`` is left untouched. An existing ``path`` is replaced. Temporaries left by a writer
+    of the same path that was killed (SIGKILL, a node failure, a SLURM time limit: no cleanup
+    ran) are removed first — Snakemake never runs two jobs for one output.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    mine = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}\.tmp")  # tempfile.mkdtemp's names, below
+    for stale in final.parent.iterdir():
+        if mine.fullmatch(stale.name):
+            logging.getLogger("saeprobe").info("removing %s, left by an interrupted writer of %s", stale, final)
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     target = tmp if directory else tmp / final.name
     try:
@@ -71,7 +81,10 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 def setup_logging(log_path: str | os.PathLike[str] | None) -> logging.Logger:
     """Send the ``saeprobe`` logger, warnings and stderr (tqdm bars) to ``log_path``.
 
-    Used by the workflow scripts so each job's log file holds everything it reported.
+    Used by the workflow scripts so each job's log file holds everything it reported. An
+    uncaught :class:`~saeprobe.errors.SaeprobeError` (bad input or config) ends the job with its
+    message alone — in the log and on the job's original stderr (the terminal locally, the SLURM
+    log on a cluster) — instead of a traceback; any other exception is logged with its traceback.
     """
     logger = logging.getLogger("saeprobe")
     logger.setLevel(logging.INFO)
@@ -85,4 +98,15 @@ def setup_logging(log_path: str | os.PathLike[str] | None) -> logging.Logger:
     logger.addHandler(handler)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").addHandler(handler)
+    sys.excepthook = _excepthook
     return logger
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+    logger = logging.getLogger("saeprobe")
+    if issubclass(exc_type, SaeprobeError):
+        logger.error("%s", exc)
+        if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
+            print(f"saeprobe: {exc}", file=sys.__stderr__)
+    else:
+        logger.error("unexpected error", exc_info=(exc_type, exc, tb))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,12 @@ import torch
 from torch import nn
 
 from saeprobe.errors import ConfigError
+from saeprobe.offline import offline_hint
+from saeprobe.offline import set_offline  # noqa: F401 - re-exported (the Snakefile imports saeprobe.offline)
 
 log = logging.getLogger("saeprobe")
 
 SOFTCAP_MODEL_TYPES = {"gemma2", "gemma3", "gemma3_text"}
-
-
-def set_offline(offline: bool) -> None:
-    """Make transformers / huggingface_hub / SAELens fail fast instead of reaching the network."""
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
@@ -99,11 +92,32 @@ def load_tokenizer(spec: dict[str, Any], name: str = "model") -> Any:
     try:
         return AutoTokenizer.from_pretrained(source, revision=spec.get("revision"))
     except Exception as exc:
-        raise ConfigError(f"models.{name}: could not load a tokenizer from '{source}': {exc}") from exc
+        hint = offline_hint(f"'{source}'") if "hub" in spec else ""
+        raise ConfigError(f"models.{name}: could not load a tokenizer from '{source}': {exc}{hint}") from exc
+
+
+def n_blocks(cfg: Any) -> int | None:
+    """Number of transformer blocks from a model config (a multimodal model's language model)."""
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    n = getattr(text_cfg, "num_hidden_layers", None)
+    return int(n) if n is not None else None
+
+
+def check_layers(layers: list[int], n: int, name: str, source: str = "") -> None:
+    """Raise :class:`ConfigError` naming ``models.<name>.layers`` when a layer is not a block of the model."""
+    bad = [layer for layer in layers if not 0 <= layer < n]
+    if bad:
+        where = f" ({source})" if source else ""
+        raise ConfigError(f"models.{name}.layers: layers {bad} do not exist: model '{name}'{where} has {n} blocks, "
+                          f"so layers run from 0 to {n - 1}")
 
 
 def load_model(spec: dict[str, Any], name: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """Load the base model in eval mode on ``device``.
+
+    Raises:
+        ConfigError: no config or weights at the source (with an offline-mode hint), or a layer
+            in ``spec['layers']`` beyond the model's depth (checked before the weights are read).
 
     Gemma 2/3 use logit soft-capping in attention, which SDPA ignores; ``attn_implementation:
     auto`` therefore picks ``eager`` for them. The implementation used is readable from
@@ -115,7 +129,11 @@ def load_model(spec: dict[str, Any], name: str, device: torch.device, dtype: tor
     try:
         cfg = AutoConfig.from_pretrained(source, revision=spec.get("revision"))
     except Exception as exc:
-        raise ConfigError(f"models.{name}: could not load a model config from '{source}': {exc}") from exc
+        hint = offline_hint(f"'{source}'") if "hub" in spec else ""
+        raise ConfigError(f"models.{name}: could not load a model config from '{source}': {exc}{hint}") from exc
+    n = n_blocks(cfg)
+    if spec.get("layers") and n is not None:
+        check_layers(spec["layers"], n, name, source)  # before the weights are read
     attn = spec.get("attn_implementation", "auto")
     kwargs: dict[str, Any] = {}
     if attn == "auto":
@@ -126,7 +144,8 @@ def load_model(spec: dict[str, Any], name: str, device: torch.device, dtype: tor
     try:
         model = AutoModel.from_pretrained(source, revision=spec.get("revision"), dtype=dtype, **kwargs)
     except Exception as exc:
-        raise ConfigError(f"models.{name}: could not load model weights from '{source}': {exc}") from exc
+        hint = offline_hint(f"'{source}'") if "hub" in spec else ""
+        raise ConfigError(f"models.{name}: could not load model weights from '{source}': {exc}{hint}") from exc
     return model.to(device).eval()
 
 

@@ -9,6 +9,7 @@ activation store through ``sae.encode`` in batches and writes the non-zero codes
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch
 import zarr
 
 from saeprobe.errors import ConfigError
+from saeprobe.offline import offline_hint
 from saeprobe.store import CHUNK_TOKENS, ActivationStore, AppendWriter, create_array, write_index
 
 log = logging.getLogger("saeprobe")
@@ -33,18 +35,26 @@ def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name:
             ``{layer}`` in ``sae_id`` / ``path`` is filled in.
         trained_dir: for ``train`` SAEs, the folder written by :func:`train_topk`.
     Raises:
-        ConfigError: the release/id or folder cannot be loaded.
+        ConfigError: the release/id or folder cannot be loaded; an id missing from a release
+            listed in SAELens' directory, or an unknown release, is named with the closest
+            names (checked locally, before any download).
     """
     from sae_lens import SAE
 
     device = str(device)
     if "release" in spec:
-        sae_id = spec["sae_id"].format(layer=layer)
+        release, sae_id = spec["release"], spec["sae_id"].format(layer=layer)
+        problem = _pretrained_problem(release, sae_id)
+        if problem and problem[0] == "id":
+            raise ConfigError(f"saes.{name}.sae_id: {problem[1]}")
         try:
-            return SAE.from_pretrained(spec["release"], sae_id, device=device)
+            return SAE.from_pretrained(release, sae_id, device=device)
         except Exception as exc:
+            if problem:  # not in SAELens' directory, and not a loadable Hugging Face repo either
+                raise ConfigError(f"saes.{name}.release: {problem[1]} ({exc})") from exc
             raise ConfigError(
-                f"saes.{name}: could not load SAE '{sae_id}' of release '{spec['release']}': {exc}"
+                f"saes.{name}: could not load SAE '{sae_id}' of release '{release}': {exc}"
+                f"{offline_hint(f'SAE {sae_id!r} of release {release!r}')}"
             ) from exc
     folder = Path(trained_dir) if "train" in spec else Path(spec["path"].format(layer=layer))
     if not (folder / "cfg.json").exists():
@@ -53,6 +63,44 @@ def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name:
         return SAE.load_from_disk(str(folder), device=device)
     except Exception as exc:
         raise ConfigError(f"saes.{name}: could not load the SAE in '{folder}': {exc}") from exc
+
+
+def _pretrained_problem(release: str, sae_id: str) -> tuple[str, str] | None:
+    """Check ``release``/``sae_id`` against SAELens' pretrained directory (local, no network).
+
+    Returns None when both are listed, ``("release", message)`` when the release is not listed
+    (it may still be a Hugging Face repo, which only loading can tell), ``("id", message)``
+    when the release is listed but has no such id; messages suggest the closest names.
+    """
+    import difflib
+
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        close = difflib.get_close_matches(release, list(directory), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return "release", f"release '{release}' is not in SAELens' pretrained SAE directory{hint}"
+    ids = list(directory[release].saes_map)
+    if sae_id in ids:
+        return None
+    close = difflib.get_close_matches(sae_id, ids, n=5, cutoff=0.6)
+    hint = f"; closest ids: {close}" if close else f"; its first ids: {ids[:5]}"
+    return "id", f"release '{release}' has no SAE id '{sae_id}' ({len(ids)} ids{hint})"
+
+
+def check_sae_input(sae: Any, d_model: int, layer: int, name: str, model: str) -> None:
+    """Raise :class:`ConfigError` when the SAE's input width is not the model's residual width.
+
+    Args:
+        d_model: width of the stored activations of ``model`` at ``layer``.
+    """
+    d_in = int(sae.cfg.d_in)
+    if d_in != d_model:
+        raise ConfigError(
+            f"saes.{name}: the SAE reads vectors of width d_in={d_in}, but model '{model}' has d_model={d_model} "
+            f"at layer {layer}; is saes.{name}.model right, and is the SAE for this model?"
+        )
 
 
 # --------------------------------------------------------------------------- training data
@@ -227,6 +275,10 @@ def train_topk(x: torch.Tensor, out_dir: str | Path, *, width: int, k: int, trai
     trained = trainer.fit()
     out_dir = Path(out_dir)
     trained.save_inference_model(str(out_dir))
+    # SAELens writes cfg.json in an order that varies from run to run: sort it so that two
+    # runs give the same bytes.
+    cfg_path = out_dir / "cfg.json"
+    cfg_path.write_text(json.dumps(json.loads(cfg_path.read_text()), sort_keys=True))
     from sae_lens import SAE
 
     inference = SAE.load_from_disk(str(out_dir), device=device)
@@ -258,6 +310,9 @@ def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group
     """
     device = next(sae.parameters()).device
     d_sae, d_in = int(sae.cfg.d_sae), int(sae.cfg.d_in)
+    if store.n_tokens and store.rows(layer, 0, 1).shape[1] != d_in:
+        raise ValueError(f"SAE input width d_in={d_in} does not match the model's d_model="
+                         f"{store.rows(layer, 0, 1).shape[1]} at layer {layer}")
     idx_w = AppendWriter(create_array(group, "indices", (), np.int32, chunk_tokens * 32))
     val_w = AppendWriter(create_array(group, "values", (), np.float32, chunk_tokens * 32))
     ptr_w = AppendWriter(create_array(group, "indptr", (), np.int64, chunk_tokens * 4))

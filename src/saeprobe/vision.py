@@ -259,7 +259,8 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
         "label": labels,
         "split_raw": pl.Series([src.splits[i] for i in rows], dtype=pl.String),
     })
-    split = data._assign_splits(out, spec, name, seed, report)
+    split = data._assign_splits(out, spec, name, seed, report, label_names, spec.get("label_column", "label"),
+                                src.origin)
     frame = pl.DataFrame({
         "doc_id": np.arange(n, dtype=np.int64),
         "text": pl.Series([spec.get("prompt", "")] * n, dtype=pl.String),

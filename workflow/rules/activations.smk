@@ -8,10 +8,11 @@ rule extract_activations:
         dataset=TEXT_DATASETS,
     params:
         settings=lambda w: extraction_settings(w.model),
-    threads: workflow.cores
+    threads: TORCH_THREADS
     resources:
         gpu=GPU,
         mem_mb=8000,
+        runtime=360,
     conda:
         ENV
     log:

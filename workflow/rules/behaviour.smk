@@ -44,10 +44,11 @@ rule score_behaviour:
         name=BEHAVIOUR_NAMES,
     params:
         settings=lambda w: scoring_settings(w.name),
-    threads: workflow.cores
+    threads: TORCH_THREADS
     resources:
         gpu=GPU,
         mem_mb=8000,
+        runtime=360,
     conda:
         ENV
     log:

@@ -6,6 +6,11 @@ import re
 # Software environment of every rule (used with --software-deployment-method conda).
 ENV = "../../environment.yml"
 
+# Threads of the torch rules (forward pass, SAE training/encoding): every core given with
+# --cores; on a cluster, where --cores is not set (workflow.cores would raise), 8 — a profile's
+# set-threads or --max-threads changes it.
+TORCH_THREADS = workflow.resource_settings.cores or 8
+
 TABLES = expand("results/tables/{name}.{ext}", name=["grid", "best"], ext=["parquet", "csv", "md"])
 
 # What `rule all` builds; each rule file adds the outputs its stages contribute.

@@ -8,6 +8,8 @@ rule prepare_dataset:
     params:
         spec=lambda w: dataset_settings(w.dataset),
         seed=config["seed"],
+    resources:
+        runtime=30,
     conda:
         ENV
     log:
@@ -29,6 +31,8 @@ rule tokenize:
     params:
         source=lambda w: model_source(w.model),
         max_length=lambda w: config["models"][w.model]["max_length"],
+    resources:
+        runtime=60,
     conda:
         ENV
     log:
@@ -46,6 +50,8 @@ rule init_random_model:
         model=RANDOM_MODELS,
     params:
         spec=lambda w: config["models"][w.model]["random"],
+    resources:
+        runtime=30,
     conda:
         ENV
     log:

@@ -7,6 +7,7 @@ rule pool:
         exclude_special=config["features"]["exclude_special_tokens"],
     resources:
         mem_mb=4000,
+        runtime=30,
     conda:
         ENV
     log:

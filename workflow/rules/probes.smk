@@ -10,6 +10,7 @@ rule fit_probe:
         seed=config["seed"],
     resources:
         mem_mb=4000,
+        runtime=60,
     conda:
         ENV
     log:
@@ -29,6 +30,8 @@ rule fit_tfidf:
         tfidf=config["tfidf"],
         probe=config["probe"],
         seed=config["seed"],
+    resources:
+        runtime=60,
     conda:
         ENV
     log:

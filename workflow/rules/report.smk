@@ -13,6 +13,8 @@ rule tables:
     params:
         # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
         probes=sc.probe_targets(config),
+    resources:
+        runtime=15,
     conda:
         ENV
     log:

@@ -11,10 +11,11 @@ rule train_sae:
     params:
         train=lambda w: config["saes"][w.sae]["train"],
         seed=config["seed"],
-    threads: workflow.cores
+    threads: TORCH_THREADS
     resources:
         gpu=GPU,
         mem_mb=8000,
+        runtime=360,
     conda:
         ENV
     log:
@@ -34,10 +35,11 @@ rule encode_sae:
         directory("results/features/{model}/{dataset}/{sae}/layer_{layer}.zarr"),
     params:
         sae=lambda w: sae_settings(w.sae),
-    threads: workflow.cores
+    threads: TORCH_THREADS
     resources:
         gpu=GPU,
         mem_mb=8000,
+        runtime=180,
     conda:
         ENV
     log:

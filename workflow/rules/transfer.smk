@@ -25,6 +25,7 @@ rule transfer:
         seed=config["seed"],
     resources:
         mem_mb=4000,
+        runtime=60,
     conda:
         ENV
     log:
@@ -47,6 +48,7 @@ rule sweep:
         **SWEEP_SETTINGS,
     resources:
         mem_mb=4000,
+        runtime=60,
     conda:
         ENV
     log:
@@ -71,6 +73,7 @@ rule sweep_tfidf:
         **SWEEP_SETTINGS,
     resources:
         mem_mb=4000,
+        runtime=60,
     conda:
         ENV
     log:
@@ -92,6 +95,7 @@ rule transfer_table:
         files=TRANSFER,
     resources:
         mem_mb=2000,
+        runtime=15,
     conda:
         ENV
     log:
@@ -113,6 +117,7 @@ rule sweep_table:
         files=SWEEPS,
     resources:
         mem_mb=2000,
+        runtime=15,
     conda:
         ENV
     log:

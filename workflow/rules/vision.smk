@@ -15,6 +15,7 @@ rule prepare_images:
         seed=config["seed"],
     resources:
         mem_mb=4000,
+        runtime=30,
     conda:
         ENV
     log:
@@ -35,10 +36,11 @@ rule extract_image_activations:
         dataset=IMAGE_DATASETS,
     params:
         settings=lambda w: extraction_settings(w.model),
-    threads: workflow.cores
+    threads: TORCH_THREADS
     resources:
         gpu=GPU,
         mem_mb=8000,
+        runtime=360,
     conda:
         ENV
     log:

@@ -7,7 +7,7 @@ import zarr
 from saeprobe import data
 from saeprobe.io import atomic_path, setup_logging
 from saeprobe.models import pick_device
-from saeprobe.sae import encode_store, load_sae
+from saeprobe.sae import check_sae_input, encode_store, load_sae
 from saeprobe.store import ActivationStore
 
 log = setup_logging(snakemake.log[0])
@@ -17,6 +17,7 @@ torch.set_num_threads(snakemake.threads)
 device = pick_device(snakemake.config["device"])
 sae = load_sae(spec, layer, device, sae_name, trained_dir=snakemake.input.sae or None)
 store = ActivationStore(snakemake.input.activations)
+check_sae_input(sae, int(store.attrs["d_model"]), layer, sae_name, snakemake.wildcards.model)
 frame, _ = data.read(snakemake.input.data)
 heldout = frame["split"].to_numpy() != "train"
 
