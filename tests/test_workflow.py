@@ -110,13 +110,14 @@ def test_rerun_plans_only_what_changed(run):
     changed = json.loads(json.dumps(cfg))
     changed["probe"]["Cs"] = [0.5, 2.0]
     write_config(workdir, changed)
-    assert set(planned(workdir)) == {"fit_probe", "fit_tfidf", "tables", "all"}
+    report = {"figures", "top_features", "report_tables"}  # everything drawn from the tables
+    assert set(planned(workdir)) == {"fit_probe", "fit_tfidf", "tables", "all"} | report
 
     changed = json.loads(json.dumps(cfg))
     changed["saes"]["topk"]["train"]["k"] = 3
     write_config(workdir, changed)
     jobs = planned(workdir)
-    assert set(jobs) == {"train_sae", "encode_sae", "pool", "fit_probe", "tables", "all"}
+    assert set(jobs) == {"train_sae", "encode_sae", "pool", "fit_probe", "tables", "all"} | report
     assert jobs["encode_sae"] == 1 and jobs["fit_probe"] == 4  # only the topk SAE's branch
 
     write_config(workdir, cfg)
