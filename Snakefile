@@ -9,7 +9,7 @@ from snakemake.utils import min_version
 
 import saeprobe.config as sc
 from saeprobe.errors import ConfigError
-from saeprobe.models import set_offline
+from saeprobe.io import set_offline  # not saeprobe.models: parsing must not import torch
 
 min_version("9.0")
 

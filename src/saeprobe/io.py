@@ -21,6 +21,18 @@ from typing import Any
 import numpy as np
 
 
+def set_offline(offline: bool) -> None:
+    """Make transformers / huggingface_hub / SAELens fail fast instead of reaching the network.
+
+    Lives here, not in :mod:`saeprobe.models`, so that the Snakefile can call it without
+    importing torch (seconds per ``snakemake`` invocation, dry runs included).
+    """
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` on success.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,11 @@ import torch
 from torch import nn
 
 from saeprobe.errors import ConfigError
+from saeprobe.io import set_offline  # noqa: F401  (re-exported: it lives in io so the Snakefile needs no torch)
 
 log = logging.getLogger("saeprobe")
 
 SOFTCAP_MODEL_TYPES = {"gemma2", "gemma3", "gemma3_text"}
-
-
-def set_offline(offline: bool) -> None:
-    """Make transformers / huggingface_hub / SAELens fail fast instead of reaching the network."""
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
