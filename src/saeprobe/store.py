@@ -18,8 +18,12 @@ with ``attrs['d_sae']``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -77,6 +81,75 @@ class AppendWriter:
         return self.n_written
 
 
+class BackgroundWriter:
+    """Runs :class:`AppendWriter` writes on a worker thread, fed through a bounded queue.
+
+    The producer (the forward pass or the SAE encoder) hands over one batch of rows per array
+    with :meth:`submit` and goes on computing while the worker converts, compresses and writes
+    (Blosc releases the GIL). Rows reach each array in submission order, through the same
+    :class:`AppendWriter`, so the store is byte-identical to writing synchronously.
+
+    Memory: at most ``max_pending`` submitted batches wait in the queue (``submit`` blocks when
+    it is full), plus each AppendWriter's buffer of about two chunks.
+
+    Errors raised on the worker (e.g. a full disk) are re-raised in the producer by the next
+    :meth:`submit` or by :meth:`close`; after one, later batches are discarded. Use as a
+    context manager so that an exception in the producer stops the worker too.
+    """
+
+    def __init__(self, writers: Mapping[str, AppendWriter], max_pending: int = 2):
+        self.writers = dict(writers)
+        self.queue: queue.Queue[dict[str, np.ndarray] | None] = queue.Queue(maxsize=max(1, max_pending))
+        self.error: BaseException | None = None
+        self.busy_s = 0.0  # seconds the worker spent writing (for benchmarks)
+        self.thread = threading.Thread(target=self._work, name="saeprobe-writer", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # keep draining so that the producer never blocks on a dead worker
+            start = time.perf_counter()
+            try:
+                for key, rows in item.items():
+                    self.writers[key].write(rows)
+            except BaseException as exc:  # noqa: BLE001 - handed to the producer thread
+                self.error = exc
+            self.busy_s += time.perf_counter() - start
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"writing the store failed: {self.error}") from self.error
+
+    def submit(self, rows: Mapping[str, np.ndarray]) -> None:
+        """Queue one batch: ``{array name: rows}`` (the arrays must not be modified afterwards)."""
+        self._raise()
+        unknown = set(rows) - set(self.writers)
+        if unknown:
+            raise KeyError(f"no writer for {sorted(unknown)}")
+        self.queue.put(dict(rows))
+
+    def _stop(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+    def close(self) -> dict[str, int]:
+        """Wait for the queued batches, flush every writer; return rows written per array."""
+        self._stop()
+        self._raise()
+        return {key: w.close() for key, w in self.writers.items()}
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop()  # on success close() has already run; on error just stop the worker
+
+
 def write_index(group: zarr.Group, offsets: np.ndarray, doc_id: np.ndarray) -> None:
     """Store the per-document ``offsets`` (n_docs+1) and ``doc_id`` (n_docs) arrays."""
     for name, arr in (("offsets", np.asarray(offsets, np.int64)), ("doc_id", np.asarray(doc_id, np.int64))):
@@ -127,12 +200,14 @@ class ActivationStore(RaggedStore):
     def layers(self) -> list[int]:
         return sorted(int(k.removeprefix("layer_")) for k in self.group.array_keys() if k.startswith("layer_"))
 
-    def rows(self, layer: int, row_start: int, row_stop: int) -> np.ndarray:
-        """Rows of layer ``layer`` as float32, shape (row_stop - row_start, d_model)."""
+    def rows(self, layer: int, row_start: int, row_stop: int, dtype: Any = np.float32) -> np.ndarray:
+        """Rows of layer ``layer``, shape (row_stop - row_start, d_model), as ``dtype``
+        (float32 by default; None = the stored dtype, e.g. to cast on a GPU instead)."""
         key = f"layer_{layer}"
         if key not in self.group:
             raise KeyError(f"{self.path}: no layer {layer} (stored: {self.layers})")
-        return np.asarray(self.group[key][row_start:row_stop], dtype=np.float32)
+        rows = self.group[key][row_start:row_stop]
+        return np.asarray(rows) if dtype is None else np.asarray(rows, dtype=dtype)
 
 
 class CodeStore(RaggedStore):
