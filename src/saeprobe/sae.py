@@ -10,6 +10,7 @@ activation store through ``sae.encode`` in batches and writes the non-zero codes
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 import zarr
 
 from saeprobe.errors import ConfigError
-from saeprobe.store import CHUNK_TOKENS, ActivationStore, AppendWriter, create_array, write_index
+from saeprobe.store import CHUNK_TOKENS, ActivationStore, AppendWriter, BackgroundWriter, create_array, write_index
 
 log = logging.getLogger("saeprobe")
 
@@ -137,6 +138,11 @@ class QualityMeter:
     def update(self, stats: TokenStats, rows: torch.Tensor | None = None) -> None:
         """Accumulate :func:`token_stats` of a batch, optionally only the ``rows`` (bool mask)."""
         x64, err2, nz = stats if rows is None else (t[rows] for t in stats)
+        self.add(x64, err2, nz.sum(1), nz.any(0))
+
+    def add(self, x64: torch.Tensor, err2: torch.Tensor, l0: torch.Tensor, fired: torch.Tensor) -> None:
+        """Accumulate tokens given as: x (n, d_in) float64, squared reconstruction error (n,),
+        non-zero codes per token (n,) and which features fired on them ((d_sae,) bool)."""
         if self.sum_x is None:
             self.sum_x = np.zeros(x64.shape[1])
             self.fired = np.zeros(self.d_sae, dtype=bool)
@@ -144,8 +150,8 @@ class QualityMeter:
         self.sse += float(err2.sum())
         self.sum_x += x64.sum(0).cpu().numpy()
         self.sum_sq += float((x64 * x64).sum())
-        self.l0_sum += float(nz.sum())
-        self.fired |= nz.any(0).cpu().numpy()
+        self.l0_sum += float(l0.sum())
+        self.fired |= fired.cpu().numpy()
 
     def result(self) -> dict[str, float]:
         if self.n == 0 or self.sum_x is None:
@@ -243,9 +249,46 @@ def train_topk(x: torch.Tensor, out_dir: str | Path, *, width: int, k: int, trai
 # --------------------------------------------------------------------------- encoding
 
 
+MAX_DENSE_ELEMENTS = 1 << 27  # (tokens x d_sae) codes per encoding batch: 512 MB of float32
+
+
+def encode_batch_size(batch_size: int, d_sae: int) -> int:
+    """Tokens per encoding batch: ``batch_size``, lowered so that the dense (tokens, d_sae) code
+    matrix SAELens' ``encode`` returns stays under :data:`MAX_DENSE_ELEMENTS` (2048 tokens for
+    a 65k SAE), which bounds memory whatever the width."""
+    return max(1, min(batch_size, MAX_DENSE_ELEMENTS // max(d_sae, 1)))
+
+
+def sparse_decoder(sae: Any, codes: torch.Tensor) -> bool:
+    """Whether ``sae.decode`` accepts a sparse CSR code matrix and gives the dense result.
+
+    Decoding the non-zero codes only costs nnz x d_in instead of tokens x d_sae x d_in (16k-65k
+    features, ~50-100 active: a few hundred times fewer FLOPs). SAELens' linear decoders
+    (``codes @ W_dec + b_dec``, then output normalisation) take sparse input; this checks it
+    on one batch against the dense decode (same values up to summation order) and says no for
+    any SAE whose decode fails or differs.
+    """
+    try:
+        dense = sae.decode(codes)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+            sparse = sae.decode(codes.to_sparse_csr())
+    except Exception:  # noqa: BLE001 - any failure means: decode densely
+        return False
+    return (not sparse.is_sparse and sparse.shape == dense.shape
+            and bool(torch.allclose(sparse, dense, rtol=1e-4, atol=1e-5 * float(dense.abs().max()) + 1e-6)))
+
+
 def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group, *, heldout_docs: np.ndarray,
-                 batch_size: int = 4096, chunk_tokens: int = CHUNK_TOKENS) -> dict[str, Any]:
+                 batch_size: int = 4096, chunk_tokens: int = CHUNK_TOKENS, max_pending: int = 2) -> dict[str, Any]:
     """Encode every token of ``store``'s ``layer`` with ``sae``; write sparse codes to ``group``.
+
+    Batches of whole documents (about ``batch_size`` tokens, see :func:`encode_batch_size`) are
+    read in the stored dtype, moved to the SAE's device, cast to float32 there and encoded with
+    ``sae.encode``; only the non-zero codes come back to the host, as CSR pieces, and a writer
+    thread (:class:`saeprobe.store.BackgroundWriter`) compresses and writes them while the
+    next batch is encoded. Quality statistics are computed from the sparse codes too (the
+    reconstruction via a sparse decode when :func:`sparse_decoder` allows it).
 
     Args:
         heldout_docs: bool array by doc_id, True for documents outside the train split; quality
@@ -258,38 +301,56 @@ def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group
     """
     device = next(sae.parameters()).device
     d_sae, d_in = int(sae.cfg.d_sae), int(sae.cfg.d_in)
-    idx_w = AppendWriter(create_array(group, "indices", (), np.int32, chunk_tokens * 32))
-    val_w = AppendWriter(create_array(group, "values", (), np.float32, chunk_tokens * 32))
-    ptr_w = AppendWriter(create_array(group, "indptr", (), np.int64, chunk_tokens * 4))
-    spec_w = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
-    ptr_w.write(np.zeros(1, np.int64))
+    writers = {
+        "indices": AppendWriter(create_array(group, "indices", (), np.int32, chunk_tokens * 32)),
+        "values": AppendWriter(create_array(group, "values", (), np.float32, chunk_tokens * 32)),
+        "indptr": AppendWriter(create_array(group, "indptr", (), np.int64, chunk_tokens * 4)),
+        "special": AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4)),
+    }
     overall, held = QualityMeter(d_sae), QualityMeter(d_sae)
     nnz = 0
-    with torch.inference_mode():
-        for a, b in store.doc_blocks(batch_size):
+    sparse_decode: bool | None = None
+    with BackgroundWriter(writers, max_pending=max_pending) as writer, torch.inference_mode():
+        writer.submit({"indptr": np.zeros(1, np.int64)})
+        for a, b in store.doc_blocks(encode_batch_size(batch_size, d_sae)):
             r0, r1 = int(store.offsets[a]), int(store.offsets[b])
-            x = torch.from_numpy(store.rows(layer, r0, r1))
-            if x.shape[1] != d_in:
-                raise ValueError(f"SAE input width d_in={d_in} does not match the model's d_model={x.shape[1]} at layer {layer}")
+            raw = store.rows(layer, r0, r1, dtype=None)
+            if raw.shape[1] != d_in:
+                raise ValueError(f"SAE input width d_in={d_in} does not match the model's d_model={raw.shape[1]} at layer {layer}")
             special = store.special(r0, r1)
             is_held = np.repeat(heldout_docs[store.doc_id[a:b]], np.diff(store.offsets[a : b + 1]))
-            xd = x.to(device)
-            codes = sae.encode(xd)
-            recon = sae.decode(codes)
-            per_token = token_stats(xd, recon, codes)
-            overall.update(per_token, torch.from_numpy(~special).to(device))
-            hm = torch.from_numpy(~special & is_held).to(device)
-            if hm.any():
-                held.update(per_token, hm)
-            rows, cols = torch.nonzero(per_token[2], as_tuple=True)  # row-major: CSR order
-            counts = torch.bincount(rows, minlength=len(x)).cpu().numpy()
-            idx_w.write(cols.to(torch.int32).cpu().numpy())
-            val_w.write(codes[rows, cols].float().cpu().numpy())
-            ptr_w.write(nnz + np.cumsum(counts))
-            spec_w.write(special)
-            nnz += int(counts.sum())
-    for w in (idx_w, val_w, ptr_w, spec_w):
-        w.close()
+            x = torch.from_numpy(raw).to(device).float()  # exact: float16 -> float32
+            codes = sae.encode(x)
+            rows, cols = torch.nonzero(codes, as_tuple=True)  # row-major: CSR order
+            vals = codes[rows, cols]
+            counts = torch.bincount(rows, minlength=len(x))
+            if sparse_decode is None:
+                sparse_decode = sparse_decoder(sae, codes)
+                log.info("reconstruction for quality statistics: %s decode", "sparse" if sparse_decode else "dense")
+            if sparse_decode:
+                crow = torch.zeros(len(x) + 1, dtype=torch.int64, device=device)
+                torch.cumsum(counts, 0, out=crow[1:])
+                recon = sae.decode(torch.sparse_csr_tensor(crow, cols, vals, size=codes.shape, check_invariants=False))
+            else:
+                recon = sae.decode(codes)
+            del codes
+            x64 = x.double()
+            diff = x64 - recon.double()
+            err2 = (diff * diff).sum(1)
+            for meter, keep_np in ((overall, ~special), (held, ~special & is_held)):
+                if keep_np.any():
+                    keep = torch.from_numpy(keep_np).to(device)
+                    fired = torch.bincount(cols[keep[rows]], minlength=d_sae) > 0
+                    meter.add(x64[keep], err2[keep], counts[keep], fired)
+            counts_np = counts.cpu().numpy()
+            writer.submit({
+                "indices": cols.to(torch.int32).cpu().numpy(),
+                "values": vals.float().cpu().numpy(),
+                "indptr": nnz + np.cumsum(counts_np),
+                "special": special,
+            })
+            nnz += int(counts_np.sum())
+        writer.close()
     write_index(group, store.offsets, store.doc_id)
     stats = {"d_sae": d_sae, "d_in": d_in, "nnz": nnz, "quality": overall.result(), "quality_heldout": held.result()}
     group.attrs.update(stats)
