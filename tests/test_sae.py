@@ -105,10 +105,10 @@ def test_sparse_decode_matches_dense_and_codes_do_not_depend_on_it(tmp_path, arc
     else:
         sae = make_jumprelu(32, 96)
     with torch.inference_mode():
-        assert sae_mod.sparse_decoder(sae, sae.encode(torch.from_numpy(docs[0])))
+        assert sae_mod.sparse_decode_ok(sae, torch.from_numpy(docs[1]))
     held = np.array([True, False, True])
     fast = encode_store(sae, store, 0, zarr.open_group(str(tmp_path / "a.zarr"), mode="w"), heldout_docs=held, batch_size=16)
-    monkeypatch.setattr(sae_mod, "sparse_decoder", lambda sae, codes: False)
+    monkeypatch.setattr(sae_mod, "sparse_decode_ok", lambda sae, x: False)
     slow = encode_store(sae, store, 0, zarr.open_group(str(tmp_path / "b.zarr"), mode="w"), heldout_docs=held, batch_size=16)
     for key in ("quality", "quality_heldout"):
         assert fast[key].keys() == slow[key].keys()
@@ -126,3 +126,36 @@ def test_encode_batches_are_capped_by_width():
     assert encode_batch_size(4096, 16384) == 4096
     assert encode_batch_size(4096, 65536) == 2048  # (tokens x d_sae) float32 codes stay under 512 MB
     assert encode_batch_size(4096, 1 << 30) == 1
+
+
+def test_sae_whose_decode_is_not_linear_in_codes_is_decoded_densely():
+    # TopK rescaled by decoder norms multiplies codes by 1/|W_dec| inside decode: the sparse
+    # shortcut would be wrong, and the check must say so.
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    from saeprobe.sae import sparse_decode_ok
+
+    torch.manual_seed(0)
+    sae = TopKSAE(TopKSAEConfig(d_in=16, d_sae=40, k=4, dtype="float32", device="cpu", rescale_acts_by_decoder_norm=True))
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.linspace(0.2, 3.0, 40)[:, None])
+        assert not sparse_decode_ok(sae, torch.randn(32, 16))
+
+
+def test_prefetch_keeps_order_and_reraises():
+    from saeprobe.store import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def boom():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in prefetch(boom()):
+            got.append(item)
+    assert got == [1]
+    stream = prefetch(iter(range(100)))
+    assert next(stream) == 0
+    stream.close()  # an abandoned consumer stops the producer thread

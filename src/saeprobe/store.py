@@ -21,10 +21,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -148,6 +148,49 @@ class BackgroundWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._stop()  # on success close() has already run; on error just stop the worker
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """Iterate ``items``, producing up to ``depth`` of them ahead on a worker thread.
+
+    For reads that release the GIL (Zarr decompression, file I/O) while the consumer computes.
+    Exceptions of the producer are re-raised in the consumer, in order.
+    """
+    done = object()
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put((item, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put((None, exc))
+            return
+        q.put((done, None))
+
+    thread = threading.Thread(target=produce, name="saeprobe-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
 
 
 def write_index(group: zarr.Group, offsets: np.ndarray, doc_id: np.ndarray) -> None:
