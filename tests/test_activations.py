@@ -114,13 +114,14 @@ def test_float16_store_and_overflow_check(llama, tmp_path):
 
 
 def _reference_extract(model, ids, special, group, layers, budget, store_dtype, chunk_tokens):
-    """The synchronous writer extraction wrote before the writer thread: float32 rows cast by numpy."""
-    from saeprobe.store import AppendWriter, create_array, write_index
+    """The synchronous writer extraction wrote before the writer thread: float32 rows cast by numpy
+    (same codecs as extract, so that chunk files can be compared byte for byte)."""
+    from saeprobe.store import ACTIVATION_COMPRESSOR, AppendWriter, create_array, write_index
 
     lengths = np.array([len(x) for x in ids])
     cap = LayerCapture(model, layers)
     writers = {layer: AppendWriter(create_array(group, f"layer_{layer}", (model.config.hidden_size,), store_dtype,
-                                                chunk_tokens)) for layer in layers}
+                                                chunk_tokens, ACTIVATION_COMPRESSOR)) for layer in layers}
     spec = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
     order = []
     with torch.inference_mode():

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from saeprobe.models import blocks
-from saeprobe.store import CHUNK_TOKENS, AppendWriter, BackgroundWriter, create_array, write_index
+from saeprobe.store import ACTIVATION_COMPRESSOR, CHUNK_TOKENS, AppendWriter, BackgroundWriter, create_array, write_index
 
 log = logging.getLogger("saeprobe")
 
@@ -152,8 +152,8 @@ def extract(
     d_model = int(model.config.hidden_size)
     to_dtype = {"float16": torch.float16, "float32": torch.float32}[store_dtype]
     capture = LayerCapture(model, layers, convention)
-    writers = {f"layer_{layer}": AppendWriter(create_array(group, f"layer_{layer}", (d_model,), store_dtype, chunk_tokens))
-               for layer in layers}
+    writers = {f"layer_{layer}": AppendWriter(create_array(group, f"layer_{layer}", (d_model,), store_dtype, chunk_tokens,
+                                                           ACTIVATION_COMPRESSOR)) for layer in layers}
     writers["special"] = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
     max_abs = {layer: 0.0 for layer in layers}
     order: list[np.ndarray] = []

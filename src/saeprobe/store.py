@@ -33,12 +33,19 @@ from zarr.codecs import BloscCodec
 
 CHUNK_TOKENS = 16384
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+# Dense activations: LZ4 after bit-shuffling. On MiniLM and stories260K float16 activations it
+# is 5% smaller than zstd-3 with byte shuffling (ratio 0.74 vs 0.78), compresses 7x faster
+# (1.4 GB/s vs 0.19 GB/s on one core) and decompresses 3x faster. Extraction writes GB/s on a
+# GPU, so zstd-3 on the writer thread would become the bottleneck. Sparse codes keep zstd-3
+# (indices compress 15% better with it, and there are few bytes to write).
+ACTIVATION_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 
 
-def create_array(group: zarr.Group, name: str, row_shape: tuple[int, ...], dtype: Any, chunk_rows: int) -> zarr.Array:
+def create_array(group: zarr.Group, name: str, row_shape: tuple[int, ...], dtype: Any, chunk_rows: int,
+                 compressor: BloscCodec = COMPRESSOR) -> zarr.Array:
     """An empty array of shape (0, *row_shape), chunked by ``chunk_rows`` rows, for appending."""
     return group.create_array(
-        name, shape=(0, *row_shape), chunks=(chunk_rows, *row_shape), dtype=dtype, compressors=COMPRESSOR
+        name, shape=(0, *row_shape), chunks=(chunk_rows, *row_shape), dtype=dtype, compressors=compressor
     )
 
 
