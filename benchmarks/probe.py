@@ -63,15 +63,23 @@ def synthetic_codes(n_docs: int = 20000, width: int = 65536, active: int = 64, s
     return x, y, split
 
 
+def config_defaults() -> dict[str, Any]:
+    """The ``probe`` section's defaults from the config schema (what a run uses unless told otherwise)."""
+    from saeprobe.config import load_schema
+
+    return {k: v["default"] for k, v in load_schema()["properties"]["probe"]["properties"].items() if "default" in v}
+
+
 def run(n_docs: int = 20000, width: int = 65536, active: int = 64, threads: int = 2, seed: int = 0,
         probe_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Time one fit_probe call on synthetic codes (threads bounds BLAS/OpenMP threads)."""
+    """Time one fit_probe call on synthetic codes with the config's probe defaults (``probe_kwargs``
+    override them); ``threads`` bounds BLAS/OpenMP threads."""
     from threadpoolctl import threadpool_limits
 
     from saeprobe.probes import fit_probe
 
     x, y, split = synthetic_codes(n_docs, width, active, seed)
-    kwargs = {"Cs": [0.01, 0.1, 1.0, 10.0], "cv_folds": 5, "seed": 42, **(probe_kwargs or {})}
+    kwargs = {**config_defaults(), "seed": 42, **(probe_kwargs or {})}
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     with threadpool_limits(threads):
@@ -85,6 +93,7 @@ def run(n_docs: int = 20000, width: int = 65536, active: int = 64, threads: int 
         "cv_macro_f1": result["cv_macro_f1"], "test_macro_f1": result["test"]["macro_f1"],
         "cv_scores_by_C": result["cv_scores_by_C"], "convergence_warnings": result["convergence_warnings"],
         "nonzero_coef": int(np.count_nonzero(coef)), "load_avg": os.getloadavg(),
+        "Cs": kwargs["Cs"], "cv_folds": kwargs["cv_folds"], "tol": kwargs["tol"],
     }
 
 
@@ -95,8 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--active", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="one line of JSON (for run.py)")
     args = ap.parse_args(argv)
-    print(json.dumps(run(args.docs, args.width, args.active, args.threads, args.seed), indent=2))
+    res = run(args.docs, args.width, args.active, args.threads, args.seed)
+    print(json.dumps(res) if args.json else json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":
