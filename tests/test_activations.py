@@ -111,3 +111,70 @@ def test_float16_store_and_overflow_check(llama, tmp_path):
     finally:
         with torch.no_grad():
             model.embed_tokens.weight.copy_(saved)
+
+
+def _reference_extract(model, ids, special, group, layers, budget, store_dtype, chunk_tokens):
+    """The synchronous writer extraction wrote before the writer thread: float32 rows cast by numpy
+    (same codecs as extract, so that chunk files can be compared byte for byte)."""
+    from saeprobe.store import ACTIVATION_COMPRESSOR, AppendWriter, create_array, write_index
+
+    lengths = np.array([len(x) for x in ids])
+    cap = LayerCapture(model, layers)
+    writers = {layer: AppendWriter(create_array(group, f"layer_{layer}", (model.config.hidden_size,), store_dtype,
+                                                chunk_tokens, ACTIVATION_COMPRESSOR)) for layer in layers}
+    spec = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
+    order = []
+    with torch.inference_mode():
+        for batch in plan_batches(lengths, budget):
+            order.append(batch)
+            w = int(lengths[batch].max())
+            x, m = np.zeros((len(batch), w), np.int64), np.zeros((len(batch), w), bool)
+            for r, d in enumerate(batch):
+                x[r, : lengths[d]], m[r, : lengths[d]] = ids[d], True
+            out = cap.run(model, torch.from_numpy(x), torch.from_numpy(m).long())
+            for layer in layers:
+                writers[layer].write(out[layer][torch.from_numpy(m)].float().numpy())
+            spec.write(np.concatenate([special[d] for d in batch]))
+    cap.remove()
+    for w in [*writers.values(), spec]:
+        w.close()
+    stored = np.concatenate(order)
+    write_index(group, np.concatenate([[0], np.cumsum(lengths[stored])]), stored)
+
+
+@pytest.mark.parametrize("compute", [torch.float32, torch.bfloat16])
+def test_threaded_writer_output_is_byte_identical_to_synchronous_writes(llama, tmp_path, compute):
+    # The writer thread and the on-device cast must not change a single stored byte.
+    model, ids, special = llama
+    model = model.to(compute)
+    try:
+        for name, fn in (("threaded", extract), ("reference", _reference_extract)):
+            group = zarr.open_group(str(tmp_path / name), mode="w")
+            if fn is extract:
+                extract(model, ids, special, group, [1, 3], token_budget=40, store_dtype="float16", chunk_tokens=8,
+                        max_pending=1)
+            else:
+                fn(model, ids, special, group, [1, 3], 40, "float16", 8)
+    finally:
+        model.to(torch.float32)
+    files = sorted(p.relative_to(tmp_path / "threaded") for p in (tmp_path / "threaded").rglob("*") if p.is_file())
+    ref = sorted(p.relative_to(tmp_path / "reference") for p in (tmp_path / "reference").rglob("*") if p.is_file())
+    assert files == ref and len(files) > 10
+    for rel in files:
+        if rel.name != "zarr.json":  # metadata holds no data; chunk files must match bit for bit
+            assert (tmp_path / "threaded" / rel).read_bytes() == (tmp_path / "reference" / rel).read_bytes(), rel
+
+
+def test_background_writer_reraises_worker_errors(tmp_path):
+    from saeprobe.store import AppendWriter, BackgroundWriter, create_array
+
+    group = zarr.open_group(str(tmp_path / "w.zarr"), mode="w")
+    writer = BackgroundWriter({"a": AppendWriter(create_array(group, "a", (2,), np.float32, 4))}, max_pending=1)
+    writer.submit({"a": np.zeros((3, 2))})
+    writer.submit({"a": np.zeros((3, 5))})  # wrong row width: fails on the worker thread
+    with pytest.raises(RuntimeError, match="writing the store failed"):
+        for _ in range(10):
+            writer.submit({"a": np.zeros((3, 2))})
+        writer.close()
+    with pytest.raises(RuntimeError, match="writing the store failed"):
+        writer.close()

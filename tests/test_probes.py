@@ -70,3 +70,11 @@ def test_missing_test_split_and_single_class_errors():
         fit_probe(x, y, np.array(["train"] * len(y)), Cs=[1.0])
     with pytest.raises(DataError, match="single class"):
         fit_probe(x, np.zeros_like(y), split, Cs=[1.0])
+
+
+def test_solver_auto_is_newton_cg_for_sparse_and_lbfgs_for_dense():
+    for sparse, solver in ((True, "newton-cg"), (False, "lbfgs")):
+        x, y, split = _problem(sparse=sparse)
+        assert fit_probe(x, y, split, Cs=[1.0], cv_folds=3)[0]["solver"] == solver
+    x, y, split = _problem(sparse=True)
+    assert fit_probe(x, y, split, Cs=[1.0], cv_folds=3, solver="saga", max_iter=2000)[0]["solver"] == "saga"

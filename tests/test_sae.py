@@ -87,3 +87,75 @@ def test_load_sae_errors_are_clear(tmp_path):
         load_sae({"path": str(tmp_path / "nope_{layer}")}, layer=3, device="cpu", name="mine")
     with pytest.raises(ConfigError, match="release 'no-such-release' is not in SAELens' pretrained SAE directory"):
         load_sae({"release": "no-such-release", "sae_id": "layer_{layer}/width_16k/canonical"}, layer=3, device="cpu")
+
+
+@pytest.mark.parametrize("arch", ["jumprelu", "topk"])
+def test_sparse_decode_matches_dense_and_codes_do_not_depend_on_it(tmp_path, arch, monkeypatch):
+    # Quality statistics come from a sparse decode where SAELens allows it; they must agree with
+    # the dense decode, and the stored codes must be the same either way.
+    import saeprobe.sae as sae_mod
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    rng = np.random.default_rng(1)
+    docs = [rng.normal(size=(n, 32)).astype(np.float32) for n in (7, 30, 12)]
+    store = _store(tmp_path / "acts.zarr", docs, [np.zeros(len(d), bool) for d in docs])
+    if arch == "topk":
+        torch.manual_seed(0)
+        sae = TopKSAE(TopKSAEConfig(d_in=32, d_sae=96, k=5, dtype="float32", device="cpu"))
+    else:
+        sae = make_jumprelu(32, 96)
+    with torch.inference_mode():
+        assert sae_mod.sparse_decode_ok(sae, torch.from_numpy(docs[1]))
+    held = np.array([True, False, True])
+    fast = encode_store(sae, store, 0, zarr.open_group(str(tmp_path / "a.zarr"), mode="w"), heldout_docs=held, batch_size=16)
+    monkeypatch.setattr(sae_mod, "sparse_decode_ok", lambda sae, x: False)
+    slow = encode_store(sae, store, 0, zarr.open_group(str(tmp_path / "b.zarr"), mode="w"), heldout_docs=held, batch_size=16)
+    for key in ("quality", "quality_heldout"):
+        assert fast[key].keys() == slow[key].keys()
+        for k, v in slow[key].items():
+            assert fast[key][k] == pytest.approx(v, rel=1e-6, abs=1e-9), (key, k)
+    a, b = CodeStore(tmp_path / "a.zarr"), CodeStore(tmp_path / "b.zarr")
+    for name in ("indices", "values", "indptr", "special"):
+        np.testing.assert_array_equal(a.group[name][:], b.group[name][:])
+    assert fast["nnz"] == slow["nnz"] > 0
+
+
+def test_encode_batches_are_capped_by_width():
+    from saeprobe.sae import encode_batch_size
+
+    assert encode_batch_size(4096, 16384) == 4096
+    assert encode_batch_size(4096, 65536) == 2048  # (tokens x d_sae) float32 codes stay under 512 MB
+    assert encode_batch_size(4096, 1 << 30) == 1
+
+
+def test_sae_whose_decode_is_not_linear_in_codes_is_decoded_densely():
+    # TopK rescaled by decoder norms multiplies codes by 1/|W_dec| inside decode: the sparse
+    # shortcut would be wrong, and the check must say so.
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    from saeprobe.sae import sparse_decode_ok
+
+    torch.manual_seed(0)
+    sae = TopKSAE(TopKSAEConfig(d_in=16, d_sae=40, k=4, dtype="float32", device="cpu", rescale_acts_by_decoder_norm=True))
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.linspace(0.2, 3.0, 40)[:, None])
+        assert not sparse_decode_ok(sae, torch.randn(32, 16))
+
+
+def test_prefetch_keeps_order_and_reraises():
+    from saeprobe.store import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def boom():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in prefetch(boom()):
+            got.append(item)
+    assert got == [1]
+    stream = prefetch(iter(range(100)))
+    assert next(stream) == 0
+    stream.close()  # an abandoned consumer stops the producer thread

@@ -9,7 +9,9 @@ used). ``layer_convention='mosaic'`` instead captures the *input* of block L, i.
 
 The forward pass stops (by an exception raised from the hook) as soon as the deepest
 requested layer has been captured. Documents are sorted by length and batched under a padded
-token budget; only real (non-pad) tokens are written.
+token budget; only real (non-pad) tokens are written. Rows are cast to the stored dtype on the
+model's device and handed to a writer thread (:class:`saeprobe.store.BackgroundWriter`), so
+compression and Zarr I/O overlap with the next batch's forward pass.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from saeprobe.models import blocks
-from saeprobe.store import CHUNK_TOKENS, AppendWriter, create_array, write_index
+from saeprobe.store import ACTIVATION_COMPRESSOR, CHUNK_TOKENS, AppendWriter, BackgroundWriter, create_array, write_index
 
 log = logging.getLogger("saeprobe")
 
@@ -126,6 +128,7 @@ def extract(
     store_dtype: str = "float16",
     pad_id: int = 0,
     chunk_tokens: int = CHUNK_TOKENS,
+    max_pending: int = 2,
 ) -> dict[str, Any]:
     """Run the model over all documents and write a ragged activation store into ``group``.
 
@@ -135,6 +138,9 @@ def extract(
         special: per document, (n_tokens,) bool special-token mask.
         group: empty Zarr group to fill (see :mod:`saeprobe.store`).
         layers: block indices to capture.
+        token_budget: padded tokens per forward batch; chunk_tokens: rows per Zarr chunk.
+        max_pending: batches that may wait for the writer thread (bounds memory: each holds
+            the batch's real tokens × d_model × len(layers) values of ``store_dtype``).
     Returns:
         Statistics: tokens, documents, max |activation| per layer.
     Raises:
@@ -144,46 +150,55 @@ def extract(
     device = next(model.parameters()).device
     lengths = np.array([len(x) for x in input_ids], dtype=np.int64)
     d_model = int(model.config.hidden_size)
+    to_dtype = {"float16": torch.float16, "float32": torch.float32}[store_dtype]
     capture = LayerCapture(model, layers, convention)
-    writers = {layer: AppendWriter(create_array(group, f"layer_{layer}", (d_model,), store_dtype, chunk_tokens)) for layer in layers}
-    special_writer = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
+    writers = {f"layer_{layer}": AppendWriter(create_array(group, f"layer_{layer}", (d_model,), store_dtype, chunk_tokens,
+                                                           ACTIVATION_COMPRESSOR)) for layer in layers}
+    writers["special"] = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
     max_abs = {layer: 0.0 for layer in layers}
     order: list[np.ndarray] = []
-    try:
-        with torch.inference_mode(), tqdm(total=int(lengths.sum()), unit="tok", desc="forward", mininterval=5) as bar:
-            for batch in plan_batches(lengths, token_budget):
-                order.append(batch)
-                width = int(lengths[batch].max())
-                if width == 0:
-                    continue
-                ids = np.full((len(batch), width), pad_id, dtype=np.int64)
-                mask = np.zeros((len(batch), width), dtype=bool)
-                for row, doc in enumerate(batch):
-                    ids[row, : lengths[doc]] = input_ids[doc]
-                    mask[row, : lengths[doc]] = True
-                ids_t = torch.from_numpy(ids).to(device)
-                mask_t = torch.from_numpy(mask).to(device)
-                out = capture.run(model, ids_t, mask_t.long())
-                for layer in layers:
-                    h = out[layer][mask_t].float()  # (real tokens of the batch, d_model), doc by doc
-                    peak = float(h.abs().max()) if h.numel() else 0.0
-                    if not np.isfinite(peak):
-                        raise FloatingPointError(f"layer {layer}: non-finite activations in documents {batch.tolist()[:10]}")
-                    if store_dtype == "float16" and peak > FLOAT16_MAX:
-                        raise OverflowError(
-                            f"layer {layer}: activation magnitude {peak:.0f} exceeds float16's range (65504) "
-                            f"in documents {batch.tolist()[:10]}; set store_dtype: float32 for this model"
-                        )
-                    max_abs[layer] = max(max_abs[layer], peak)
-                    writers[layer].write(h.cpu().numpy())
-                special_writer.write(np.concatenate([special[d] for d in batch]).astype(bool))
-                bar.update(int(mask.sum()))
-    finally:
-        capture.remove()
-    n_tokens = {layer: w.close() for layer, w in writers.items()}
-    special_writer.close()
+    # Compression and Zarr writes run on a worker thread while the next batch is computed.
+    with BackgroundWriter(writers, max_pending=max_pending) as writer:
+        try:
+            with torch.inference_mode(), tqdm(total=int(lengths.sum()), unit="tok", desc="forward", mininterval=5) as bar:
+                for batch in plan_batches(lengths, token_budget):
+                    order.append(batch)
+                    width = int(lengths[batch].max())
+                    if width == 0:
+                        continue
+                    ids = np.full((len(batch), width), pad_id, dtype=np.int64)
+                    mask = np.zeros((len(batch), width), dtype=bool)
+                    for row, doc in enumerate(batch):
+                        ids[row, : lengths[doc]] = input_ids[doc]
+                        mask[row, : lengths[doc]] = True
+                    ids_t = torch.from_numpy(ids).to(device)
+                    mask_t = torch.from_numpy(mask).to(device)
+                    out = capture.run(model, ids_t, mask_t.long())
+                    rows: dict[str, np.ndarray] = {}
+                    for layer in layers:
+                        h = out[layer][mask_t]  # (real tokens of the batch, d_model), doc by doc, compute dtype
+                        # |x| and max are exact in any float dtype, so the check needs no float32 copy.
+                        peak = float(h.abs().max()) if h.numel() else 0.0
+                        if not np.isfinite(peak):
+                            raise FloatingPointError(f"layer {layer}: non-finite activations in documents {batch.tolist()[:10]}")
+                        if store_dtype == "float16" and peak > FLOAT16_MAX:
+                            raise OverflowError(
+                                f"layer {layer}: activation magnitude {peak:.0f} exceeds float16's range (65504) "
+                                f"in documents {batch.tolist()[:10]}; set store_dtype: float32 for this model"
+                            )
+                        max_abs[layer] = max(max_abs[layer], peak)
+                        # Cast on the device (one rounding, round-to-nearest-even: the same bits as
+                        # casting through float32 with numpy), then copy the smaller array to the host.
+                        rows[f"layer_{layer}"] = h.to(to_dtype).cpu().numpy()
+                    rows["special"] = np.concatenate([special[d] for d in batch]).astype(bool)
+                    writer.submit(rows)
+                    bar.update(int(mask.sum()))
+        finally:
+            capture.remove()
+        n_rows = writer.close()
+    assert len(set(n_rows.values())) == 1, f"token count mismatch between arrays: {n_rows}"
     stored = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths[stored])])
-    assert all(n == offsets[-1] for n in n_tokens.values()), "token count mismatch between layers"
+    assert n_rows["special"] == offsets[-1], "token count mismatch between the store and the documents"
     write_index(group, offsets, stored)
     return {"n_docs": len(lengths), "n_tokens": int(offsets[-1]), "max_abs": max_abs}

@@ -67,14 +67,28 @@ def _metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int)
     }
 
 
+def choose_solver(solver: str, sparse: bool) -> str:
+    """``auto`` = ``newton-cg`` for sparse features, ``lbfgs`` for dense ones.
+
+    On pooled SAE codes (20k documents x 65k features, ~64 active per document) newton-cg
+    reaches the converged CV scores (within 0.001 macro F1) in 12 CPU-s where lbfgs needs
+    26 CPU-s (tol 1e-4; measured with benchmarks/probe.py); on dense hidden states the two
+    take about the same time, so lbfgs stays. Both handle multinomial problems and warm-start
+    along the C path; neither densifies a sparse matrix.
+    """
+    if solver == "auto":
+        return "newton-cg" if sparse else "lbfgs"
+    return solver
+
+
 def as_features(x: Any) -> sp.csr_matrix | np.ndarray:
     """Features as float64: CSR for scipy sparse input, a dense array otherwise."""
     return sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else np.asarray(x, dtype=np.float64)
 
 
 def fit_cv(x: Any, y: np.ndarray, train: np.ndarray, *, Cs: list[float], cv_folds: int = 5, max_iter: int = 500,
-           class_weight: str | None = "balanced", tol: float = 1e-3, seed: int = 42,
-           n_jobs: int = 1) -> tuple[Pipeline, dict[str, Any]]:
+           class_weight: str | None = "balanced", tol: float = 1e-4, seed: int = 42, n_jobs: int = 1,
+           solver: str = "auto") -> tuple[Pipeline, dict[str, Any]]:
     """Fit the scaler + logistic regression on the rows ``train``, C chosen by stratified CV on those rows only.
 
     Args:
@@ -98,6 +112,7 @@ def fit_cv(x: Any, y: np.ndarray, train: np.ndarray, *, Cs: list[float], cv_fold
         ("logreg", LogisticRegressionCV(
             Cs=list(Cs), l1_ratios=(0.0,), cv=_cv(y_train, cv_folds, seed), scoring=MACRO_F1, class_weight=class_weight,
             max_iter=max_iter, tol=tol, random_state=seed, n_jobs=n_jobs, use_legacy_attributes=False,
+            solver=choose_solver(solver, sparse),
         )),
     ])
     with warnings.catch_warnings(record=True) as caught:
@@ -112,6 +127,7 @@ def fit_cv(x: Any, y: np.ndarray, train: np.ndarray, *, Cs: list[float], cv_fold
         "cv_macro_f1_std": float(scores.std(0)[best]),
         "cv_scores_by_C": {f"{c:g}": float(s) for c, s in zip(lr.Cs_, scores.mean(0), strict=True)},
         "cv_folds": int(lr.cv.n_splits),
+        "solver": lr.solver,
         "n_train": int(train.sum()),
         "n_features": int(x.shape[1]),
         "mean_active_features": float(x[train].getnnz(axis=1).mean()) if sparse else float(x.shape[1]),
@@ -133,14 +149,17 @@ def score(model: Pipeline, x: Any, y: np.ndarray, mask: np.ndarray, n_classes: i
 
 
 def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_folds: int = 5, max_iter: int = 500,
-              class_weight: str | None = "balanced", tol: float = 1e-3, seed: int = 42, n_classes: int | None = None,
-              n_jobs: int = 1) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+              class_weight: str | None = "balanced", tol: float = 1e-4, seed: int = 42, n_classes: int | None = None,
+              n_jobs: int = 1, solver: str = "auto") -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Fit a probe with C chosen by CV on the train split; score it on validation and test.
 
     Args:
         x: (n_docs, n_features) features, scipy sparse or dense; row i = doc_id i.
         y: (n_docs,) int labels. split: (n_docs,) 'train' / 'validation' / 'test'.
         Cs: candidate inverse regularisation strengths.
+        solver, tol, max_iter: the solver (see :func:`choose_solver`) and its stopping rule.
+            tol 1e-3 stops lbfgs and newton-cg early at large C (the CV scores of C=1 and C=10
+            came out identical and the selected C changed); 1e-4 matches tol 1e-6 within 0.001.
     Returns:
         (result dict, coefficients (n_classes or 1, n_features) in the scaled feature space, intercept)
     Raises:
@@ -152,7 +171,7 @@ def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_f
     n_classes = n_classes or int(y.max()) + 1
     x = as_features(x)
     model, result = fit_cv(x, y, train, Cs=Cs, cv_folds=cv_folds, max_iter=max_iter, class_weight=class_weight,
-                           tol=tol, seed=seed, n_jobs=n_jobs)
+                           tol=tol, seed=seed, n_jobs=n_jobs, solver=solver)
     for name, mask in (("validation", split == "validation"), ("test", test)):
         if mask.any():
             result[name] = score(model, x, y, mask, n_classes)

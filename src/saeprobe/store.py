@@ -18,9 +18,13 @@ with ``attrs['d_sae']``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,12 +33,19 @@ from zarr.codecs import BloscCodec
 
 CHUNK_TOKENS = 16384
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+# Dense activations: LZ4 after bit-shuffling. On MiniLM and stories260K float16 activations it
+# is 5% smaller than zstd-3 with byte shuffling (ratio 0.74 vs 0.78), compresses 7x faster
+# (1.4 GB/s vs 0.19 GB/s on one core) and decompresses 3x faster. Extraction writes GB/s on a
+# GPU, so zstd-3 on the writer thread would become the bottleneck. Sparse codes keep zstd-3
+# (indices compress 15% better with it, and there are few bytes to write).
+ACTIVATION_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 
 
-def create_array(group: zarr.Group, name: str, row_shape: tuple[int, ...], dtype: Any, chunk_rows: int) -> zarr.Array:
+def create_array(group: zarr.Group, name: str, row_shape: tuple[int, ...], dtype: Any, chunk_rows: int,
+                 compressor: BloscCodec = COMPRESSOR) -> zarr.Array:
     """An empty array of shape (0, *row_shape), chunked by ``chunk_rows`` rows, for appending."""
     return group.create_array(
-        name, shape=(0, *row_shape), chunks=(chunk_rows, *row_shape), dtype=dtype, compressors=COMPRESSOR
+        name, shape=(0, *row_shape), chunks=(chunk_rows, *row_shape), dtype=dtype, compressors=compressor
     )
 
 
@@ -75,6 +86,118 @@ class AppendWriter:
             self._flush(np.concatenate(self.buf))
         self.buf, self.n_buf = [], 0
         return self.n_written
+
+
+class BackgroundWriter:
+    """Runs :class:`AppendWriter` writes on a worker thread, fed through a bounded queue.
+
+    The producer (the forward pass or the SAE encoder) hands over one batch of rows per array
+    with :meth:`submit` and goes on computing while the worker converts, compresses and writes
+    (Blosc releases the GIL). Rows reach each array in submission order, through the same
+    :class:`AppendWriter`, so the store is byte-identical to writing synchronously.
+
+    Memory: at most ``max_pending`` submitted batches wait in the queue (``submit`` blocks when
+    it is full), plus each AppendWriter's buffer of about two chunks.
+
+    Errors raised on the worker (e.g. a full disk) are re-raised in the producer by the next
+    :meth:`submit` or by :meth:`close`; after one, later batches are discarded. Use as a
+    context manager so that an exception in the producer stops the worker too.
+    """
+
+    def __init__(self, writers: Mapping[str, AppendWriter], max_pending: int = 2):
+        self.writers = dict(writers)
+        self.queue: queue.Queue[dict[str, np.ndarray] | None] = queue.Queue(maxsize=max(1, max_pending))
+        self.error: BaseException | None = None
+        self.busy_s = 0.0  # seconds the worker spent writing (for benchmarks)
+        self.thread = threading.Thread(target=self._work, name="saeprobe-writer", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # keep draining so that the producer never blocks on a dead worker
+            start = time.perf_counter()
+            try:
+                for key, rows in item.items():
+                    self.writers[key].write(rows)
+            except BaseException as exc:  # noqa: BLE001 - handed to the producer thread
+                self.error = exc
+            self.busy_s += time.perf_counter() - start
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"writing the store failed: {self.error}") from self.error
+
+    def submit(self, rows: Mapping[str, np.ndarray]) -> None:
+        """Queue one batch: ``{array name: rows}`` (the arrays must not be modified afterwards)."""
+        self._raise()
+        unknown = set(rows) - set(self.writers)
+        if unknown:
+            raise KeyError(f"no writer for {sorted(unknown)}")
+        self.queue.put(dict(rows))
+
+    def _stop(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+    def close(self) -> dict[str, int]:
+        """Wait for the queued batches, flush every writer; return rows written per array."""
+        self._stop()
+        self._raise()
+        return {key: w.close() for key, w in self.writers.items()}
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop()  # on success close() has already run; on error just stop the worker
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """Iterate ``items``, producing up to ``depth`` of them ahead on a worker thread.
+
+    For reads that release the GIL (Zarr decompression, file I/O) while the consumer computes.
+    Exceptions of the producer are re-raised in the consumer, in order.
+    """
+    done = object()
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put((item, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put((None, exc))
+            return
+        q.put((done, None))
+
+    thread = threading.Thread(target=produce, name="saeprobe-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
 
 
 def write_index(group: zarr.Group, offsets: np.ndarray, doc_id: np.ndarray) -> None:
@@ -127,12 +250,14 @@ class ActivationStore(RaggedStore):
     def layers(self) -> list[int]:
         return sorted(int(k.removeprefix("layer_")) for k in self.group.array_keys() if k.startswith("layer_"))
 
-    def rows(self, layer: int, row_start: int, row_stop: int) -> np.ndarray:
-        """Rows of layer ``layer`` as float32, shape (row_stop - row_start, d_model)."""
+    def rows(self, layer: int, row_start: int, row_stop: int, dtype: Any = np.float32) -> np.ndarray:
+        """Rows of layer ``layer``, shape (row_stop - row_start, d_model), as ``dtype``
+        (float32 by default; None = the stored dtype, e.g. to cast on a GPU instead)."""
         key = f"layer_{layer}"
         if key not in self.group:
             raise KeyError(f"{self.path}: no layer {layer} (stored: {self.layers})")
-        return np.asarray(self.group[key][row_start:row_stop], dtype=np.float32)
+        rows = self.group[key][row_start:row_stop]
+        return np.asarray(rows) if dtype is None else np.asarray(rows, dtype=dtype)
 
 
 class CodeStore(RaggedStore):

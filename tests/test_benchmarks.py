@@ -1,0 +1,61 @@
+"""The benchmark harness runs and produces its table (not how fast anything is: no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.benchmark
+
+TINY_GEMMA = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 2,
+              "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 512}
+
+
+def bench(tmp_path, *args: str) -> tuple[str, dict]:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path), "--name", "t", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    table = (tmp_path / "t.md").read_text()
+    assert table.strip() == proc.stdout.strip()  # what is printed is what is written
+    return table, json.loads((tmp_path / "t.json").read_text())
+
+
+def test_quick_run_prints_every_section(tmp_path):
+    table, res = bench(tmp_path, "--device", "cpu", "--models", "stories260k")
+    for heading in ("## Extraction: stories260k", "## SAE encoding: stories260k", "## Peak memory", "## Probe on wide sparse",
+                    "## Workflow DAG", "## Targets"):
+        assert heading in table, heading
+    for variant in ("| saeprobe |", "| bare |", "| naive |"):
+        assert variant in table
+    ext = res["models"]["stories260k"]["extraction"]
+    tokens = res["models"]["stories260k"]["tokens"]
+    assert all(ext[v]["tokens"] == tokens and ext[v]["tokens_per_s"] > 0 for v in ("saeprobe", "bare", "naive"))
+    assert ext["saeprobe"]["padded_tokens"] <= ext["naive"]["padded_tokens"]  # length-sorted batches pad less
+    flops = res["models"]["stories260k"]["flops"]
+    assert flops["ceiling_tokens_per_s"] == pytest.approx(flops["matmul_flops_per_s"] / (2 * flops["params_to_deepest_layer"]))
+    enc = res["models"]["stories260k"]["encoding"]["topk-256"]
+    assert enc["l0"] == pytest.approx(16)  # the config's k
+    assert enc["dense_fp32_bytes_per_token"] == 4 * 256 and 0 < enc["code_bytes_per_token"] < 4 * 256
+    assert {r["stage"] for r in res["memory"]["runs"]} == {"extract", "encode"}
+    assert [r["tokens"] for r in res["memory"]["runs"] if r["stage"] == "extract"][1] == \
+        8 * [r["tokens"] for r in res["memory"]["runs"] if r["stage"] == "extract"][0]
+    assert res["probe"]["solver"] == "newton-cg" and res["dag"]["jobs"] > 100
+
+
+def test_gemma_cuda_path_runs_shrunk_on_cpu(tmp_path):
+    # The --device cuda path (random Gemma 2 architecture, JumpReLU SAEs calibrated to an L0,
+    # bf16, profiler tables), on a shrunk config on the CPU.
+    table, res = bench(tmp_path, "--device", "cpu", "--setup", "gemma", "--overrides", json.dumps(TINY_GEMMA),
+                       "--layers", "1,2", "--sae-widths", "128,256", "--sae-l0", "8", "--max-length", "64",
+                       "--dtype", "bfloat16", "--sections", "extraction,encoding", "--profile")
+    model = res["models"]["gemma-2-2b-random"]
+    assert model["compute_dtype"] == "bfloat16" and model["layers"] == [1, 2]
+    assert set(model["encoding"]) == {"jumprelu-128", "jumprelu-256"}
+    assert all(2 <= e["l0"] <= 32 for e in model["encoding"].values())  # calibrated near the asked L0
+    assert "torch.profiler: extraction" in table and "torch.profiler: encode_store" in table
+    assert model["flops"]["params_to_deepest_layer"] > 0
