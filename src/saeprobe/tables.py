@@ -95,15 +95,18 @@ def markdown(df: pl.DataFrame, float_precision: int = 3) -> str:
         return str(df) + "\n"
 
 
-def write_table(df: pl.DataFrame, stem: str | Path, title: str = "") -> None:
-    """Write ``df`` as ``stem``.parquet, .csv and .md, each atomically."""
+def write_table(df: pl.DataFrame, stem: str | Path, title: str = "", md: str | None = None) -> None:
+    """Write ``df`` as ``stem``.parquet, .csv and .md, each atomically.
+
+    The Markdown is ``md`` when given, else ``title`` over :func:`markdown` of ``df``.
+    """
     stem = Path(stem)
     with atomic_path(stem.with_suffix(".parquet")) as tmp:
         df.write_parquet(tmp)
     with atomic_path(stem.with_suffix(".csv")) as tmp:
         df.write_csv(tmp)
     with atomic_path(stem.with_suffix(".md")) as tmp:
-        tmp.write_text((f"# {title}\n\n" if title else "") + markdown(df))
+        tmp.write_text(md if md is not None else (f"# {title}\n\n" if title else "") + markdown(df))
 
 
 def stage_times(benchmark_dir: str | Path = "results/benchmarks") -> pl.DataFrame:

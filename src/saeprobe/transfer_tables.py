@@ -136,14 +136,3 @@ def sweep_markdown(df: pl.DataFrame) -> str:
                 .with_columns(pl.col("model", "layer", "pooling", "binarize").cast(pl.String).fill_null("-")))
         out += [f"## {dataset}", "", markdown(wide)]
     return "\n".join(out)
-
-
-def write_tables(df: pl.DataFrame, stem: str | Path, md: str) -> None:
-    """``stem``.parquet, .csv (all rows) and .md (``md``), each atomically."""
-    stem = Path(stem)
-    with atomic_path(stem.with_suffix(".parquet")) as tmp:
-        df.write_parquet(tmp)
-    with atomic_path(stem.with_suffix(".csv")) as tmp:
-        df.write_csv(tmp)
-    with atomic_path(stem.with_suffix(".md")) as tmp:
-        tmp.write_text(md)

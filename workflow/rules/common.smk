@@ -77,3 +77,32 @@ def pooled_source(wildcards):
     if wildcards.source == sc.HIDDEN:
         return f"results/activations/{wildcards.model}/{wildcards.dataset}.zarr"
     return f"results/features/{wildcards.model}/{wildcards.dataset}/{wildcards.source}/layer_{wildcards.layer}.zarr"
+
+
+# --- behaviour probing (workflow/rules/behaviour.smk)
+# Settings of an entry that only concern the probes of its labels (or speed), not the scoring.
+NOT_SCORING = ("models", "poolings", "binarize", "hidden_poolings", "test_fraction", "batch_size")
+
+
+def scorer_of(name):
+    return config["behaviour"][name]["model"]
+
+
+def scoring_settings(name):
+    """What changes the scores: the entry's source/prompt/columns and the scorer's weights and numerics."""
+    spec = config["behaviour"][name]
+    model = config["models"][scorer_of(name)]
+    # Sorted, so that reordering keys in the config file does not look like a change.
+    settings = {**model_source(scorer_of(name)), **{k: model[k] for k in ("max_length", "dtype", "attn_implementation")}}
+    return {
+        "entry": {k: spec[k] for k in sorted(spec) if k not in NOT_SCORING},
+        "model": {k: settings[k] for k in sorted(settings)},
+    }
+
+
+def behaviour_probes():
+    """Probe result JSONs of the behaviour datasets (feature grid, plus TF-IDF when enabled)."""
+    paths = [c.path for c in sc.probe_cells(config) if c.dataset in config["behaviour"]]
+    if config["tfidf"]["enabled"]:
+        paths += [f"results/probes/tfidf/{name}.json" for name in config["behaviour"]]
+    return paths
