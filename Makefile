@@ -1,5 +1,6 @@
-# saeprobe: `make run` runs the default workflow, `make test` runs the tests.
-# Both create the virtual environment on first use (CPU-only torch, see constraints/cpu.txt).
+# saeprobe: `make run` runs the default workflow, `make test` runs the tests, `make bench` the
+# throughput benchmark (benchmarks/README.md; BENCH_ARGS="--quick" for a smoke run).
+# They create the virtual environment on first use (CPU-only torch, see constraints/cpu.txt).
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run test lint dry-run timings clean
+.PHONY: run test lint dry-run timings bench clean
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ dry-run: $(BIN)/.installed
 
 timings: $(BIN)/.installed
 	$(BIN)/python -m saeprobe.tables results/benchmarks
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/snakemake --lint
