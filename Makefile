@@ -1,5 +1,6 @@
 # saeprobe: `make run` runs the default workflow and writes its HTML report, `make report` (re)writes
-# the report (results/report.html), `make test` runs the tests.
+# the report (results/report.html), `make test` runs the tests, `make bench` the throughput
+# benchmark (benchmarks/README.md; BENCH_ARGS="--quick" for a smoke run).
 # They create the virtual environment on first use (CPU-only torch, see constraints/cpu.txt).
 VENV ?= .venv
 PYTHON ?= python3
@@ -8,7 +9,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run report test lint dry-run timings clean slurm-check
+.PHONY: run report test lint dry-run timings bench clean slurm-check
 
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,9 @@ timings: $(BIN)/.installed
 # must give the tables of a local run (needs root; installs Debian's slurm and munge if missing).
 slurm-check: $(BIN)/.installed
 	VENV=$(VENV) ci/slurm_check.sh
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/snakemake --lint

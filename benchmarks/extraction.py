@@ -181,44 +181,50 @@ def remove(path: Path) -> None:
 def bench_extraction(model: nn.Module, ids: Sequence[np.ndarray], special: Sequence[np.ndarray], layers: Sequence[int],
                      device: torch.device, dtype: torch.dtype, *, token_budget: int, store_dtype: str, repeats: int,
                      naive_batch: int, keep: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Time the three variants, interleaved (saeprobe, bare, naive, then again), ``repeats`` times.
+    """Time the three variants, interleaved (saeprobe, bare, naive; then bare, naive, saeprobe; ...),
+    ``repeats`` times, after a warm-up.
 
-    Interleaving spreads a busy machine's load over all variants alike. The last saeprobe store
-    is moved to ``keep`` (the encoding benchmark reads it).
+    Interleaving spreads a busy machine's load over all variants alike, and rotating the order
+    keeps any "first in the round" effect off a single variant. The last saeprobe store is
+    moved to ``keep`` (the encoding benchmark reads it).
     """
     n_tokens = int(sum(len(x) for x in ids))
     batches_cpu = saeprobe_batches(ids, token_budget)
     batches = [(x.to(device), m.to(device)) for x, m in batches_cpu]
     timings = {name: Timing(n_tokens) for name in ("saeprobe", "bare", "naive")}
-    # Warm-up (allocator, kernels, lazy imports and thread pools of Zarr and codecs) on a few documents.
+    # Warm-up: lazy imports and thread pools of Zarr and codecs on a few documents, then one bare
+    # pass over all of saeprobe's batches (on CPU, oneDNN compiles a bfloat16 kernel per new
+    # batch shape; without this the variant timed first would pay for all of them).
     few = list(range(min(8, len(ids))))
-    run_bare(model, batches[-1:], layers, device)
     folder = temp_dir("warmup")
     run_saeprobe(model, [ids[i] for i in few], [special[i] for i in few], layers, folder / "w.zarr",
                  token_budget=token_budget, store_dtype=store_dtype)
     run_naive(model, [ids[i] for i in few], layers, folder / "naive", device, batch_size=naive_batch)
     remove(folder)
+    run_bare(model, batches, layers, device)
+    stats: dict[str, Any] = {}
+    order = ["saeprobe", "bare", "naive"]
     for r in range(repeats):
-        folder = temp_dir("extract")
-        wall, cpu, stats = timed(lambda f=folder: run_saeprobe(model, ids, special, layers, f, token_budget=token_budget,
-                                                               store_dtype=store_dtype), device)
-        timings["saeprobe"].add(wall, cpu)
-        timings["saeprobe"].extra["store_bytes"] = du(folder)
-        if r == repeats - 1:
-            remove(keep)
-            shutil.move(str(folder), str(keep))
-        else:
-            remove(folder)
-        log(f"    saeprobe run {r + 1}: {n_tokens / wall:,.0f} tokens/s")
-        wall, cpu, _ = timed(lambda: run_bare(model, batches, layers, device), device)
-        timings["bare"].add(wall, cpu)
-        log(f"    bare     run {r + 1}: {n_tokens / wall:,.0f} tokens/s")
-        folder = temp_dir("naive")
-        wall, cpu, _ = timed(lambda f=folder: run_naive(model, ids, layers, f, device, batch_size=naive_batch), device)
-        timings["naive"].add(wall, cpu)
-        timings["naive"].extra["store_bytes"] = du(folder)
-        remove(folder)
-        log(f"    naive    run {r + 1}: {n_tokens / wall:,.0f} tokens/s")
+        for name in order[r % 3:] + order[: r % 3]:  # rotate who goes first
+            if name == "saeprobe":
+                folder = temp_dir("extract")
+                wall, cpu, stats = timed(lambda f=folder: run_saeprobe(model, ids, special, layers, f, token_budget=token_budget,
+                                                                       store_dtype=store_dtype), device)
+                timings[name].extra["store_bytes"] = du(folder)
+                if r == repeats - 1:
+                    remove(keep)
+                    shutil.move(str(folder), str(keep))
+                else:
+                    remove(folder)
+            elif name == "bare":
+                wall, cpu, _ = timed(lambda: run_bare(model, batches, layers, device), device)
+            else:
+                folder = temp_dir("naive")
+                wall, cpu, _ = timed(lambda f=folder: run_naive(model, ids, layers, f, device, batch_size=naive_batch), device)
+                timings[name].extra["store_bytes"] = du(folder)
+                remove(folder)
+            timings[name].add(wall, cpu)
+            log(f"    {name:8s} run {r + 1}: {n_tokens / wall:,.0f} tokens/s")
     lengths = np.array([len(x) for x in ids])
     padded_sorted = sum(x.numel() for x, _ in batches_cpu)
     padded_naive = sum(naive_batch_width * n for naive_batch_width, n in _naive_shapes(lengths, naive_batch))

@@ -12,7 +12,10 @@ counter (``/proc/self/clear_refs``) and runs the stage. Reported per run:
 - on CUDA, ``cuda_peak_mb``: ``torch.cuda.max_memory_allocated`` during the stage.
 
 A stage whose memory is bounded by its batch size, not by the dataset, has the same peak at 8x
-as at 1x (target: within 10%).
+as at 1x (target: within 10%). The bare forward pass over the same batches (``forward``) is
+measured the same way: on CPU its own peak grows with the number of distinct batch shapes
+(glibc heap fragmentation; repeating the same shapes does not grow it), and that part of
+extraction's peak is the model's, not the stage's.
 """
 
 from __future__ import annotations
@@ -70,15 +73,22 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     device = torch.device(spec["device"])
     out = Path(spec["out"])
     result: dict[str, Any] = {"stage": spec["stage"], "scale": spec["scale"]}
-    if spec["stage"] == "extract":
+    if spec["stage"] in ("extract", "forward"):
+        import extraction
+
         from saeprobe.activations import extract
 
         (model_setup,) = [m for m in setups.from_options(spec["options"]) if m.name == spec["model"]]
         ids, special = _load_tokens(Path(spec["tokens"]), spec["scale"])
         model = model_setup.load(device, getattr(torch, spec["dtype"]))
         result["tokens"] = int(sum(len(x) for x in ids))
-        run = lambda: extract(model, ids, special, zarr.open_group(str(out), mode="w"), model_setup.layers,  # noqa: E731
-                              token_budget=spec["token_budget"], store_dtype=model_setup.store_dtype)
+        if spec["stage"] == "extract":
+            run = lambda: extract(model, ids, special, zarr.open_group(str(out), mode="w"), model_setup.layers,  # noqa: E731
+                                  token_budget=spec["token_budget"],
+                                  store_dtype=spec.get("store_dtype", model_setup.store_dtype))
+        else:  # the bare forward pass over the same batches: what the model itself needs
+            batches = [(x.to(device), m.to(device)) for x, m in extraction.saeprobe_batches(ids, spec["token_budget"])]
+            run = lambda: extraction.run_bare(model, batches, model_setup.layers, device)  # noqa: E731
     else:
         from sae_lens import SAE
 

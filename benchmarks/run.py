@@ -90,7 +90,7 @@ def profile_summary(fn: Any, device: torch.device, rows: int = 15) -> str:
     with profile(activities=activities) as prof:
         fn()
         extraction.sync(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
@@ -112,9 +112,16 @@ def bench_model(ms: setups.ModelSetup, texts: list[str], args: argparse.Namespac
     if "extraction" in args.sections or "encoding" in args.sections:
         log(f"{ms.name}: extraction, {n_tokens:,} tokens, {args.repeats} interleaved runs per variant")
         repeats = args.repeats if "extraction" in args.sections else 1
-        ext = extraction.bench_extraction(model, ids, special, ms.layers, device, dtype, token_budget=args.token_budget,
-                                          store_dtype=ms.store_dtype, repeats=repeats, naive_batch=args.naive_batch,
-                                          keep=store, log=log)
+        try:
+            ext = extraction.bench_extraction(model, ids, special, ms.layers, device, dtype, token_budget=args.token_budget,
+                                              store_dtype=ms.store_dtype, repeats=repeats, naive_batch=args.naive_batch,
+                                              keep=store, log=log)
+        except OverflowError as exc:  # random weights can exceed float16's range: store float32, as a user would
+            log(f"{ms.name}: {exc}; storing float32 instead")
+            ms.store_dtype = res["store_dtype"] = "float32"
+            ext = extraction.bench_extraction(model, ids, special, ms.layers, device, dtype, token_budget=args.token_budget,
+                                              store_dtype=ms.store_dtype, repeats=repeats, naive_batch=args.naive_batch,
+                                              keep=store, log=log)
         key = str(dtype)
         if key not in flops_cache:
             flops_cache[key] = extraction.matmul_flops(device, dtype, seconds=1.0 if args.quick else 3.0)
@@ -169,7 +176,9 @@ def bench_model(ms: setups.ModelSetup, texts: list[str], args: argparse.Namespac
 def bench_memory(ms: setups.ModelSetup, texts: list[str], args: argparse.Namespace, device: torch.device,
                  work: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Extraction and encoding peaks at 1x and 8x ``--memory-docs`` documents (fresh processes)."""
-    ids, special = setups.tokens(texts[: args.memory_docs], ms.tokenizer(), ms.max_length)
+    # A stride sample of the corpus: the same mix of long and short documents as the whole.
+    step = max(1, len(texts) // args.memory_docs)
+    ids, special = setups.tokens(texts[::step][: args.memory_docs], ms.tokenizer(), ms.max_length)
     tokens_path = work / "memory_tokens.npz"
     memory.save_tokens(tokens_path, ids, special)
     dtype = str(pick_dtype(args.dtype, device)).removeprefix("torch.")
@@ -179,22 +188,27 @@ def bench_memory(ms: setups.ModelSetup, texts: list[str], args: argparse.Namespa
     base = {"device": str(device), "threads": torch.get_num_threads(), "options": options, "model": ms.name}
     sae_dir = work / "memory_sae"
     for scale in (1, args.memory_scale):
+        log(f"memory: bare forward x{scale} ({ms.name}, fresh process)")
+        out["runs"].append(memory.launch({**base, "stage": "forward", "scale": scale, "tokens": str(tokens_path),
+                                          "dtype": dtype, "token_budget": args.token_budget, "out": str(work / "unused")}, work))
+    for scale in (1, args.memory_scale):
         log(f"memory: extraction x{scale} ({ms.name}, fresh process)")
         store = work / f"memory_store_{scale}.zarr"
         out["runs"].append(memory.launch({**base, "stage": "extract", "scale": scale, "tokens": str(tokens_path),
-                                          "dtype": dtype, "token_budget": args.token_budget, "out": str(store)}, work))
+                                          "dtype": dtype, "token_budget": args.token_budget, "out": str(store),
+                                          "store_dtype": ms.store_dtype}, work))
     from saeprobe.store import ActivationStore
 
     acts = ActivationStore(work / "memory_store_1.zarr")
     sample = torch.from_numpy(acts.rows(layer, 0, min(acts.n_tokens, 4096)))
     encoding.build_sae(shape.kind, sample.shape[1], shape.width, k=shape.k, l0=shape.l0, sample=sample,
-                       device=torch.device("cpu")).save_model(str(sae_dir))
+                       device=device).save_model(str(sae_dir))
     for scale in (1, args.memory_scale):
         log(f"memory: encoding x{scale} ({out['sae']}, fresh process)")
         out["runs"].append(memory.launch({**base, "stage": "encode", "scale": scale, "sae": str(sae_dir), "layer": layer,
                                           "store": str(work / f"memory_store_{scale}.zarr"), "batch_size": args.sae_batch,
                                           "out": str(work / f"memory_codes_{scale}.zarr")}, work))
-    for stage in ("extract", "encode"):
+    for stage in ("forward", "extract", "encode"):
         one, many = [r for r in out["runs"] if r["stage"] == stage]
         out[f"{stage}_ratio"] = many["stage_peak_mb"] / one["stage_peak_mb"]
     return out
@@ -270,10 +284,14 @@ def render(results: dict[str, Any]) -> str:
                          f"{r['process_peak_mb']:,.0f} | {r['rss_before_mb']:,.0f} | {fmt(r.get('cuda_peak_mb'))} | "
                          f"{r['wall_s']:.1f} |")
         lines.append("")
+        lines += [f"The bare forward pass alone grows x{mem['forward_ratio']:.2f} from x1 to x{results['memory_scale']}: "
+                  "on CPU its peak depends on how many distinct batch shapes glibc's heap has seen (repeating the "
+                  "same batches does not grow it), so that part of extraction's growth is the model's.", ""]
         for stage in ("extract", "encode"):
             ratio = mem[f"{stage}_ratio"]
+            note = f" (bare forward: {mem['forward_ratio']:.2f})" if stage == "extract" else ""
             checks.append((f"peak memory of {stage}, x{results['memory_scale']} vs x1", f"<= {TARGETS['memory_8x_vs_1x']}",
-                           f"{ratio:.2f}", ratio <= TARGETS["memory_8x_vs_1x"]))
+                           f"{ratio:.2f}{note}", ratio <= TARGETS["memory_8x_vs_1x"]))
     if "probe" in results:
         p = results["probe"]
         lines += ["## Probe on wide sparse features", "",

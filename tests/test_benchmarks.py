@@ -41,7 +41,7 @@ def test_quick_run_prints_every_section(tmp_path):
     enc = res["models"]["stories260k"]["encoding"]["topk-256"]
     assert enc["l0"] == pytest.approx(16)  # the config's k
     assert enc["dense_fp32_bytes_per_token"] == 4 * 256 and 0 < enc["code_bytes_per_token"] < 4 * 256
-    assert {r["stage"] for r in res["memory"]["runs"]} == {"extract", "encode"}
+    assert {r["stage"] for r in res["memory"]["runs"]} == {"forward", "extract", "encode"}
     assert [r["tokens"] for r in res["memory"]["runs"] if r["stage"] == "extract"][1] == \
         8 * [r["tokens"] for r in res["memory"]["runs"] if r["stage"] == "extract"][0]
     assert res["probe"]["solver"] == "newton-cg" and res["dag"]["jobs"] > 100

@@ -159,3 +159,16 @@ def test_prefetch_keeps_order_and_reraises():
     stream = prefetch(iter(range(100)))
     assert next(stream) == 0
     stream.close()  # an abandoned consumer stops the producer thread
+
+
+def test_explained_variance_survives_a_large_mean(tmp_path):
+    # Residual streams can have means far above their spread; float32 sums would cancel.
+    rng = np.random.default_rng(2)
+    docs = [(rng.normal(size=(n, 32)) + 3000.0).astype(np.float32) for n in (40, 70)]
+    store = _store(tmp_path / "acts.zarr", docs, [np.zeros(len(d), bool) for d in docs])
+    sae = make_jumprelu(32, 64)
+    stats = encode_store(sae, store, 0, zarr.open_group(str(tmp_path / "c.zarr"), mode="w"),
+                         heldout_docs=np.zeros(2, bool), batch_size=32)
+    x = torch.from_numpy(np.concatenate(docs))
+    direct = measure(sae, x)  # float64 throughout
+    assert stats["quality"]["explained_variance"] == pytest.approx(direct["explained_variance"], rel=1e-4)

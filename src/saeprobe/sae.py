@@ -195,7 +195,9 @@ class QualityMeter:
                       float((x * x).sum(dtype=torch.float64)), float(l0.sum()), fired.cpu().numpy())
 
     def add_sums(self, n: int, sse: float, sum_x: np.ndarray, sum_sq: float, l0_sum: float, fired: np.ndarray) -> None:
-        """Accumulate a batch given by its sums over tokens (float64 accumulators)."""
+        """Accumulate a batch given by its sums over tokens (float64 accumulators). ``sum_x`` and
+        ``sum_sq`` may be of x minus any fixed shift (the same for every batch): the total
+        variance does not depend on it."""
         if self.sum_x is None:
             self.sum_x = np.zeros(len(sum_x))
             self.fired = np.zeros(self.d_sae, dtype=bool)
@@ -386,6 +388,7 @@ def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group
     overall, held = QualityMeter(d_sae), QualityMeter(d_sae)
     nnz = 0
     sparse_decode: bool | None = None
+    shift: torch.Tensor | None = None
     steps = store.doc_blocks(encode_batch_size(batch_size, d_sae))
 
     def read(block: tuple[int, int]) -> tuple[int, int, np.ndarray, np.ndarray]:
@@ -411,18 +414,23 @@ def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group
             crow = torch.searchsorted(rows, torch.arange(len(x) + 1, device=device))
             recon = decode_sparse(sae, cols, vals, crow) if sparse_decode else sae.decode(codes)
             del codes, flat
-            # Per-token quantities once; each meter sums them over its tokens (float32 within a
-            # batch, float64 across batches: ample for explained variance).
+            # Per-token quantities once; each meter sums them over its tokens (float64 across
+            # tokens). The variance sums use x minus a fixed shift (the first batch's mean): the
+            # total variance is shift-invariant, and residual streams with large means would
+            # otherwise lose it to cancellation in float32.
             diff = x - recon.to(x.dtype)
-            per_token = torch.stack([(diff * diff).sum(1), (x * x).sum(1), torch.diff(crow).to(x.dtype)])  # (3, n)
+            if shift is None:
+                shift = x.mean(0)
+            xc = x - shift
+            per_token = torch.stack([(diff * diff).sum(1), (xc * xc).sum(1), torch.diff(crow).to(x.dtype)]).double()
             for meter, keep_np in ((overall, ~special), (held, ~special & is_held)):
                 if keep_np.any():
                     keep = torch.from_numpy(keep_np).to(device)
                     w = keep.to(x.dtype)
-                    sse, sum_sq, l0_sum = (per_token @ w).double().cpu().numpy()
+                    sse, sum_sq, l0_sum = (per_token @ w.double()).cpu().numpy()
                     fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
                     fired[cols[keep[rows]]] = True
-                    meter.add_sums(int(keep_np.sum()), float(sse), (w @ x).double().cpu().numpy(), float(sum_sq),
+                    meter.add_sums(int(keep_np.sum()), float(sse), (w @ xc).double().cpu().numpy(), float(sum_sq),
                                    float(l0_sum), fired.cpu().numpy())
             writer.submit({
                 "indices": cols.to(torch.int32).cpu().numpy(),

@@ -50,41 +50,53 @@ def create_array(group: zarr.Group, name: str, row_shape: tuple[int, ...], dtype
 
 
 class AppendWriter:
-    """Appends rows to a Zarr array, flushing only whole chunks until :meth:`close`.
+    """Appends rows to a Zarr array, writing only whole chunks until :meth:`close`.
 
-    Buffering to chunk boundaries means every chunk is written once, never read back and
-    rewritten. Memory is bounded by about two chunks.
+    Rows are copied (and cast to the array's dtype) into one preallocated chunk-sized buffer,
+    which is written when full; a write of at least a chunk of rows arriving at an empty buffer
+    goes straight to the array. So every chunk is written once, never read back and rewritten,
+    and memory is one chunk per array (allocated once: no per-batch buffers for the allocator
+    to fragment).
     """
 
     def __init__(self, array: zarr.Array):
         self.array = array
         self.chunk = array.chunks[0]
-        self.buf: list[np.ndarray] = []
+        self.buf: np.ndarray | None = None
         self.n_buf = 0
         self.n_written = 0
 
     def write(self, rows: np.ndarray) -> None:
-        if len(rows) == 0:
-            return
-        self.buf.append(np.asarray(rows, dtype=self.array.dtype))
-        self.n_buf += len(rows)
-        if self.n_buf >= self.chunk:
-            data = np.concatenate(self.buf)
-            n_full = (len(data) // self.chunk) * self.chunk
-            self._flush(data[:n_full])
-            rest = data[n_full:]
-            self.buf, self.n_buf = ([rest] if len(rest) else []), len(rest)
+        rows = np.asarray(rows)
+        if rows.shape[1:] != self.array.shape[1:]:
+            raise ValueError(f"{self.array.name}: rows of shape {rows.shape[1:]} do not fit an array of rows {self.array.shape[1:]}")
+        i, n = 0, len(rows)
+        while i < n:
+            if self.n_buf == 0 and n - i >= self.chunk:
+                n_full = (n - i) // self.chunk * self.chunk
+                self._flush(np.asarray(rows[i : i + n_full], dtype=self.array.dtype))
+                i += n_full
+                continue
+            if self.buf is None:
+                self.buf = np.empty((self.chunk, *self.array.shape[1:]), dtype=self.array.dtype)
+            take = min(self.chunk - self.n_buf, n - i)
+            self.buf[self.n_buf : self.n_buf + take] = rows[i : i + take]  # casts like astype
+            self.n_buf += take
+            i += take
+            if self.n_buf == self.chunk:
+                self._flush(self.buf)
+                self.n_buf = 0
 
     def _flush(self, data: np.ndarray) -> None:
         if len(data):
-            self.array.append(data, axis=0)
+            self.array.append(data, axis=0)  # synchronous: the buffer may be reused afterwards
             self.n_written += len(data)
 
     def close(self) -> int:
         """Write what is left; return the total number of rows written."""
-        if self.buf:
-            self._flush(np.concatenate(self.buf))
-        self.buf, self.n_buf = [], 0
+        if self.buf is not None and self.n_buf:
+            self._flush(self.buf[: self.n_buf])
+        self.buf, self.n_buf = None, 0
         return self.n_written
 
 
