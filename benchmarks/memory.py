@@ -13,9 +13,9 @@ counter (``/proc/self/clear_refs``) and runs the stage. Reported per run:
 
 A stage whose memory is bounded by its batch size, not by the dataset, has the same peak at 8x
 as at 1x (target: within 10%). The bare forward pass over the same batches (``forward``) is
-measured the same way: on CPU its own peak grows with the number of distinct batch shapes
-(glibc heap fragmentation; repeating the same shapes does not grow it), and that part of
-extraction's peak is the model's, not the stage's.
+measured the same way, without trimming the heap between batches: on CPU its peak grows with
+the number of distinct batch shapes (glibc heap fragmentation), which extraction avoids by
+handing freed pages back after each batch (:mod:`saeprobe.heap`).
 """
 
 from __future__ import annotations

@@ -266,8 +266,13 @@ def render(results: dict[str, Any]) -> str:
                              f"{e['encode_store_vectors_per_s'] / e['bare_vectors_per_s']:.2f} | "
                              f"{e['code_bytes_per_token']:.1f} | {e['dense_fp32_bytes_per_token']:,.0f} | "
                              f"1/{1 / e['code_vs_dense']:.0f} |")
-                checks.append((f"{name}: {sname} codes vs dense fp32", "<= 1/100", f"1/{1 / e['code_vs_dense']:.0f}",
-                               e["code_vs_dense"] <= TARGETS["codes_vs_dense"]))
+                # What the target asks per active feature: a format storing an (index, value) pair per
+                # active feature cannot go below ~2-3 bytes per pair, so at small widths it is out of reach.
+                per_active = e["code_bytes_per_token"] / e["l0"] if e["l0"] else float("nan")
+                allowed = e["dense_fp32_bytes_per_token"] * TARGETS["codes_vs_dense"] / e["l0"] if e["l0"] else float("nan")
+                checks.append((f"{name}: {sname} codes vs dense fp32", "<= 1/100",
+                               f"1/{1 / e['code_vs_dense']:.0f} ({per_active:.1f} B per active feature; "
+                               f"1/100 allows {allowed:.1f})", e["code_vs_dense"] <= TARGETS["codes_vs_dense"]))
             lines.append("")
         for key in ("profile_extraction",):
             if key in res:
@@ -284,9 +289,10 @@ def render(results: dict[str, Any]) -> str:
                          f"{r['process_peak_mb']:,.0f} | {r['rss_before_mb']:,.0f} | {fmt(r.get('cuda_peak_mb'))} | "
                          f"{r['wall_s']:.1f} |")
         lines.append("")
-        lines += [f"The bare forward pass alone grows x{mem['forward_ratio']:.2f} from x1 to x{results['memory_scale']}: "
-                  "on CPU its peak depends on how many distinct batch shapes glibc's heap has seen (repeating the "
-                  "same batches does not grow it), so that part of extraction's growth is the model's.", ""]
+        lines += [f"The bare forward pass over the same batches grows x{mem['forward_ratio']:.2f} from x1 to "
+                  f"x{results['memory_scale']}: on CPU glibc's heap fragments with every new batch shape and keeps the "
+                  "freed pages. Extraction hands them back after each batch (`saeprobe.heap.trim`), which is what "
+                  "keeps its own peak flat.", ""]
         for stage in ("extract", "encode"):
             ratio = mem[f"{stage}_ratio"]
             note = f" (bare forward: {mem['forward_ratio']:.2f})" if stage == "extract" else ""
@@ -344,7 +350,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-length", type=int, help="gemma setup: max tokens per document (default 1024)")
     ap.add_argument("--paper-width", type=int, default=16384, help="cpu setup: also encode MiniLM with a JumpReLU SAE "
                     "of this width, L0 64 (Gemma Scope's 16k); 0 = no")
-    ap.add_argument("--memory-docs", type=int, default=300, help="base documents of the memory runs (then x8)")
+    ap.add_argument("--memory-docs", type=int, default=1000,
+                    help="base documents of the memory runs (then x8): a stride sample of the corpus, long and short texts alike")
     ap.add_argument("--memory-scale", type=int, default=8)
     ap.add_argument("--probe-docs", type=int, default=20000)
     ap.add_argument("--probe-width", type=int, default=65536)

@@ -178,3 +178,34 @@ def test_background_writer_reraises_worker_errors(tmp_path):
         writer.close()
     with pytest.raises(RuntimeError, match="writing the store failed"):
         writer.close()
+
+
+def test_decoders_are_called_without_a_kv_cache(llama):
+    model, ids, _ = llama
+    seen = {}
+    handle = model.register_forward_pre_hook(lambda mod, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    cap = LayerCapture(model, [1])
+    try:
+        cap.run(model, torch.from_numpy(ids[0])[None], torch.ones(1, len(ids[0]), dtype=torch.long))
+    finally:
+        cap.remove()
+        handle.remove()
+    assert seen["use_cache"] is False
+
+
+def test_heap_trim_returns_freed_memory_on_glibc():
+    import platform
+
+    from saeprobe import heap
+
+    if platform.libc_ver()[0] != "glibc":
+        assert heap.trim() is False  # a no-op elsewhere
+        return
+    assert heap._malloc_trim() is not None
+    # Free every other 64 KB block (below the mmap threshold, so on the heap): the holes sit
+    # between live blocks, where free() never returns them; only malloc_trim can.
+    blocks = [bytearray(64 * 1024) for _ in range(2000)]
+    kept = blocks[1::2]
+    del blocks
+    assert heap.trim() is True
+    assert len(kept) == 1000

@@ -28,6 +28,7 @@ import zarr
 from torch import nn
 from tqdm import tqdm
 
+from saeprobe import heap
 from saeprobe.models import blocks
 from saeprobe.store import ACTIVATION_COMPRESSOR, CHUNK_TOKENS, AppendWriter, BackgroundWriter, create_array, write_index
 
@@ -207,6 +208,9 @@ def extract(
                         rows[f"layer_{layer}"] = h.to(to_dtype).cpu().numpy()
                     rows["special"] = np.concatenate([special[d] for d in batch]).astype(bool)
                     writer.submit(rows)
+                    out.clear()  # the capture's own dict: drop the batch's tensors before trimming
+                    del h, ids_t, mask_t
+                    heap.trim()  # fragmentation would grow the peak with the number of batch shapes
                     bar.update(int(mask.sum()))
         finally:
             capture.remove()
