@@ -1,11 +1,13 @@
-"""DAG-scale benchmark: time ``snakemake -n`` on a generated config as large as the paper's grid.
+"""DAG-scale benchmark: time ``snakemake -n`` on the paper's configuration, or on a generated grid.
 
-The grid: 3 Gemma 2 models x 3 layers x 2 Gemma Scope widths x N hub datasets x poolings
+``config/paper.yaml`` (the default) is planned in a scratch folder next to a link to the shared
+data folder (its behaviour files are ``../shared/data/...``). The generated grid (``--generated``): 3 Gemma 2 models x 3 layers x 2 Gemma Scope widths x N hub datasets x poolings
 [sum, top20, top50, mean, max, last] x binarize [null, 1.0], plus the hidden-state baseline and
 TF-IDF. Models, SAEs and datasets are hub ids that cannot be reached here: a dry run must not
 read them (it only plans), so the dry run works offline and is what is timed.
 
-    python benchmarks/dag.py [--datasets 10] [--keep DIR]
+    python benchmarks/dag.py                  # config/paper.yaml
+    python benchmarks/dag.py --generated [--datasets 10] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "config" / "paper.yaml"
 
 GEMMA = {  # model -> (hub id, layers, Gemma Scope release, widths)
     "gemma-2-2b": ("google/gemma-2-2b", [5, 12, 19], "gemma-scope-2b-pt-res-canonical", ["16k", "65k"]),
@@ -68,7 +71,18 @@ def dry_run(workdir: Path, config: Path, snakefile: Path = ROOT / "Snakefile") -
     return {"wall_s": wall, "cpu_s": cpu, "jobs": int(total.group(1)) if total else None, "output_tail": out[-1500:]}
 
 
+def run_paper(config: Path = PAPER, shared: Path = ROOT.parent / "shared") -> dict[str, Any]:
+    """``snakemake -n`` on the paper's configuration (every cell of its grid planned)."""
+    scratch = Path(tempfile.mkdtemp(prefix="saeprobe-dag-"))
+    (scratch / "shared").symlink_to(shared.resolve())
+    (scratch / "run").mkdir()
+    result = dry_run(scratch / "run", config)
+    result.update({"config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config)})
+    return result
+
+
 def run(n_datasets: int = 10, keep: Path | None = None) -> dict[str, Any]:
+    """``snakemake -n`` on a generated grid of the paper's shape with ``n_datasets`` hub datasets."""
     workdir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="saeprobe-dag-"))
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "config.yaml"
@@ -80,10 +94,11 @@ def run(n_datasets: int = 10, keep: Path | None = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--generated", action="store_true", help="a generated grid instead of config/paper.yaml")
     ap.add_argument("--datasets", type=int, default=10)
     ap.add_argument("--keep", type=Path, help="write the config into this folder (default: a temporary one)")
     args = ap.parse_args(argv)
-    res = run(args.datasets, args.keep)
+    res = run(args.datasets, args.keep) if args.generated else run_paper()
     res.pop("output_tail")
     print(json.dumps(res, indent=2))
 

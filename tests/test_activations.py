@@ -209,3 +209,16 @@ def test_heap_trim_returns_freed_memory_on_glibc():
     del blocks
     assert heap.trim() is True
     assert len(kept) == 1000
+
+
+def test_heap_guard_trims_only_past_its_watermark(monkeypatch):
+    from saeprobe import heap
+
+    rss = iter([100, 120, 110, 123, 124, 200, 90]) 
+    monkeypatch.setattr(heap, "resident_bytes", lambda: next(rss))
+    monkeypatch.setattr(heap, "_malloc_trim", lambda: (lambda pad: 1))
+    guard = heap.HeapGuard(warmup=3, slack=0.03)
+    trimmed = [guard.step() for _ in range(7)]
+    # watermark = 120 after three steps; 123 is within 3%, 124 and 200 are not.
+    assert trimmed == [False, False, False, False, True, True, False]
+    assert guard.watermark == 120 and guard.trims == 2

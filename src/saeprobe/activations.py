@@ -173,6 +173,7 @@ def extract(
     writers["special"] = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
     max_abs = {layer: 0.0 for layer in layers}
     order: list[np.ndarray] = []
+    guard = heap.HeapGuard()
     # Compression and Zarr writes run on a worker thread while the next batch is computed.
     with BackgroundWriter(writers, max_pending=max_pending) as writer:
         try:
@@ -208,9 +209,9 @@ def extract(
                         rows[f"layer_{layer}"] = h.to(to_dtype).cpu().numpy()
                     rows["special"] = np.concatenate([special[d] for d in batch]).astype(bool)
                     writer.submit(rows)
-                    out.clear()  # the capture's own dict: drop the batch's tensors before trimming
+                    out.clear()  # the capture's own dict: drop the batch's tensors before the heap check
                     del h, ids_t, mask_t
-                    heap.trim()  # fragmentation would grow the peak with the number of batch shapes
+                    guard.step()  # heap fragmentation would grow the peak with the number of batch shapes
                     bar.update(int(mask.sum()))
         finally:
             capture.remove()
