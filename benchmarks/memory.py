@@ -15,7 +15,7 @@ A stage whose memory is bounded by its batch size, not by the dataset, has the s
 as at 1x (target: within 10%). The bare forward pass over the same batches (``forward``) is
 measured the same way, without trimming the heap between batches: on CPU its peak grows with
 the number of distinct batch shapes (glibc heap fragmentation), which extraction avoids by
-handing freed pages back after each batch (:mod:`saeprobe.heap`).
+handing freed pages back when its resident set grows (:class:`saeprobe.heap.HeapGuard`).
 """
 
 from __future__ import annotations

@@ -291,8 +291,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
         lines += [f"The bare forward pass over the same batches grows x{mem['forward_ratio']:.2f} from x1 to "
                   f"x{results['memory_scale']}: on CPU glibc's heap fragments with every new batch shape and keeps the "
-                  "freed pages. Extraction hands them back after each batch (`saeprobe.heap.trim`), which is what "
-                  "keeps its own peak flat.", ""]
+                  "freed pages. Extraction hands them back whenever its resident set passes the watermark of its first "
+                  "batches (`saeprobe.heap.HeapGuard`), which is what keeps its own peak flat.", ""]
         for stage in ("extract", "encode"):
             ratio = mem[f"{stage}_ratio"]
             note = f" (bare forward: {mem['forward_ratio']:.2f})" if stage == "extract" else ""

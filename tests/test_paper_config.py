@@ -86,4 +86,4 @@ def test_paper_dry_run_offline_covers_every_cell(tmp_path):
     n_text = sum(1 for d in cfg["datasets"] if sc.dataset_kind(cfg, d) == "text")
     assert counts["extract_activations"] == sum(len(sc.dataset_models(cfg, d)) for d in cfg["datasets"]
                                                 if sc.dataset_kind(cfg, d) == "text") and n_text > 0
-    print(f"paper dry run: {sum(counts.values())} jobs in {elapsed:.1f} s")
+    print(f"paper dry run: {counts['total']} jobs in {elapsed:.1f} s")
