@@ -60,6 +60,24 @@ def plan_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
     return batches
 
 
+def check_activations(h: torch.Tensor, layer: int, docs: np.ndarray, store_dtype: str) -> float:
+    """Largest |activation| of ``h`` (any float dtype; |x| and max are exact, so no float32 copy).
+
+    Raises:
+        FloatingPointError: a NaN or infinity; names the layer and the documents.
+        OverflowError: ``store_dtype='float16'`` and a magnitude exceeds float16's range (65504).
+    """
+    peak = float(h.abs().max()) if h.numel() else 0.0
+    if not np.isfinite(peak):
+        raise FloatingPointError(f"layer {layer}: non-finite activations in documents {docs.tolist()[:10]}")
+    if store_dtype == "float16" and peak > FLOAT16_MAX:
+        raise OverflowError(
+            f"layer {layer}: activation magnitude {peak:.0f} exceeds float16's range (65504) "
+            f"in documents {docs.tolist()[:10]}; set store_dtype: float32 for this model"
+        )
+    return peak
+
+
 @functools.cache
 def _forward_params(forward_type: type) -> frozenset[str]:
     return frozenset(inspect.signature(forward_type.forward).parameters)
@@ -194,16 +212,7 @@ def extract(
                     rows: dict[str, np.ndarray] = {}
                     for layer in layers:
                         h = out[layer][mask_t]  # (real tokens of the batch, d_model), doc by doc, compute dtype
-                        # |x| and max are exact in any float dtype, so the check needs no float32 copy.
-                        peak = float(h.abs().max()) if h.numel() else 0.0
-                        if not np.isfinite(peak):
-                            raise FloatingPointError(f"layer {layer}: non-finite activations in documents {batch.tolist()[:10]}")
-                        if store_dtype == "float16" and peak > FLOAT16_MAX:
-                            raise OverflowError(
-                                f"layer {layer}: activation magnitude {peak:.0f} exceeds float16's range (65504) "
-                                f"in documents {batch.tolist()[:10]}; set store_dtype: float32 for this model"
-                            )
-                        max_abs[layer] = max(max_abs[layer], peak)
+                        max_abs[layer] = max(max_abs[layer], check_activations(h, layer, batch, store_dtype))
                         # Cast on the device (one rounding, round-to-nearest-even: the same bits as
                         # casting through float32 with numpy), then copy the smaller array to the host.
                         rows[f"layer_{layer}"] = h.to(to_dtype).cpu().numpy()

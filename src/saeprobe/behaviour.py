@@ -54,7 +54,7 @@ from saeprobe import data
 from saeprobe.activations import plan_batches
 from saeprobe.errors import ConfigError, DataError
 from saeprobe.io import atomic_path
-from saeprobe.models import SOFTCAP_MODEL_TYPES, resolve_source
+from saeprobe.models import attention_kwargs, resolve_source
 
 log = logging.getLogger("saeprobe")
 
@@ -237,13 +237,7 @@ def load_causal_lm(spec: dict[str, Any], name: str, device: torch.device, dtype:
         raise ConfigError(f"behaviour scorer '{name}' must be a causal language model with an LM head, but "
                           f"'{source}' is a {', '.join(archs)} ({cfg.model_type}); score with a decoder model "
                           "(e.g. Llama, Gemma) and probe with this one instead")
-    kwargs: dict[str, Any] = {}
-    attn = spec.get("attn_implementation", "auto")
-    if attn == "auto":
-        if getattr(cfg, "model_type", "") in SOFTCAP_MODEL_TYPES:
-            kwargs["attn_implementation"] = "eager"
-    else:
-        kwargs["attn_implementation"] = attn
+    kwargs = attention_kwargs(spec, getattr(cfg, "model_type", ""))
     try:
         model, info = AutoModelForCausalLM.from_pretrained(source, revision=spec.get("revision"), dtype=dtype,
                                                            output_loading_info=True, **kwargs)

@@ -112,6 +112,18 @@ def check_layers(layers: list[int], n: int, name: str, source: str = "") -> None
                           f"so layers run from 0 to {n - 1}")
 
 
+def attention_kwargs(spec: dict[str, Any], model_type: str) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for the spec's ``attn_implementation``.
+
+    ``auto`` leaves transformers' choice, except for models with attention-logit soft-capping
+    (``SOFTCAP_MODEL_TYPES``, e.g. Gemma 2), which get ``eager``: the fused kernels skip the cap.
+    """
+    attn = spec.get("attn_implementation", "auto")
+    if attn != "auto":
+        return {"attn_implementation": attn}
+    return {"attn_implementation": "eager"} if model_type in SOFTCAP_MODEL_TYPES else {}
+
+
 def load_model(spec: dict[str, Any], name: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """Load the base model in eval mode on ``device``.
 
@@ -134,13 +146,7 @@ def load_model(spec: dict[str, Any], name: str, device: torch.device, dtype: tor
     n = n_blocks(cfg)
     if spec.get("layers") and n is not None:
         check_layers(spec["layers"], n, name, source)  # before the weights are read
-    attn = spec.get("attn_implementation", "auto")
-    kwargs: dict[str, Any] = {}
-    if attn == "auto":
-        if getattr(cfg, "model_type", "") in SOFTCAP_MODEL_TYPES:
-            kwargs["attn_implementation"] = "eager"
-    else:
-        kwargs["attn_implementation"] = attn
+    kwargs = attention_kwargs(spec, getattr(cfg, "model_type", ""))
     try:
         model = AutoModel.from_pretrained(source, revision=spec.get("revision"), dtype=dtype, **kwargs)
     except Exception as exc:

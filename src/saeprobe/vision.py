@@ -308,7 +308,7 @@ def load(spec: dict[str, Any], name: str, device: torch.device, dtype: torch.dty
     """
     from transformers import AutoConfig, AutoModel, AutoProcessor
 
-    from saeprobe.models import SOFTCAP_MODEL_TYPES, resolve_source
+    from saeprobe.models import attention_kwargs, resolve_source
 
     source = resolve_source(spec, name)
     try:
@@ -316,12 +316,7 @@ def load(spec: dict[str, Any], name: str, device: torch.device, dtype: torch.dty
     except Exception as exc:
         raise ConfigError(f"models.{name}: could not load a model config from '{source}': {exc}") from exc
     text_type = getattr(getattr(cfg, "text_config", None), "model_type", "")
-    attn = spec.get("attn_implementation", "auto")
-    kwargs: dict[str, Any] = {}
-    if attn != "auto":
-        kwargs["attn_implementation"] = attn
-    elif text_type in SOFTCAP_MODEL_TYPES:
-        kwargs["attn_implementation"] = "eager"
+    kwargs = attention_kwargs(spec, text_type)
     try:
         model = AutoModel.from_pretrained(source, revision=spec.get("revision"), dtype=dtype, **kwargs)
         processor = AutoProcessor.from_pretrained(source, revision=spec.get("revision"))
@@ -342,20 +337,6 @@ def batch_inputs(processor: Any, images: Sequence[Any], prompt: str) -> dict[str
     """
     enc = processor(images=list(images), text=[processor.image_token + prompt] * len(images), return_tensors="pt")
     return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids", "pixel_values")}
-
-
-def _check_finite(h: torch.Tensor, layer: int, docs: np.ndarray, store_dtype: str) -> float:
-    from saeprobe.activations import FLOAT16_MAX
-
-    peak = float(h.abs().max()) if h.numel() else 0.0
-    if not np.isfinite(peak):
-        raise FloatingPointError(f"layer {layer}: non-finite activations in documents {docs.tolist()[:10]}")
-    if store_dtype == "float16" and peak > FLOAT16_MAX:
-        raise OverflowError(
-            f"layer {layer}: activation magnitude {peak:.0f} exceeds float16's range (65504) "
-            f"in documents {docs.tolist()[:10]}; set store_dtype: float32 for this model"
-        )
-    return peak
 
 
 def extract(
@@ -395,7 +376,7 @@ def extract(
     import torch
     from tqdm import tqdm
 
-    from saeprobe.activations import LayerCapture, _StopForward
+    from saeprobe.activations import LayerCapture, _StopForward, check_activations
     from saeprobe.store import CHUNK_TOKENS, AppendWriter, create_array, write_index
 
     chunk_tokens = chunk_tokens or CHUNK_TOKENS
@@ -440,7 +421,7 @@ def extract(
                         raise RuntimeError(f"hooks did not capture layers {missing}")
                     for layer in layers:
                         h = capture.captured[layer][is_img].float()  # (batch × n_img, d_model), image by image
-                        max_abs[layer] = max(max_abs[layer], _check_finite(h, layer, batch, store_dtype))
+                        max_abs[layer] = max(max_abs[layer], check_activations(h, layer, batch, store_dtype))
                         writers[layer].write(h.cpu().numpy())
                     special_writer.write(np.zeros(len(batch) * n_img, dtype=bool))
                     order.append(batch)
