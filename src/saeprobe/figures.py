@@ -173,7 +173,12 @@ def _empty(title: str, message: str) -> Figure:
     return fig
 
 
-def _f1_limits(ax: Any, values: Sequence[float]) -> None:
+def _f1_panel(ax: Any, title: str, xlabel: str, values: Sequence[float]) -> None:
+    """Label a panel whose y axis is test macro F1, with limits fitted to ``values`` (0..1)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test macro F1")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
     finite = [v for v in values if v is not None and np.isfinite(v)]
     if not finite:
         ax.set_ylim(0, 1)
@@ -234,11 +239,7 @@ def f1_by_layer(grid: pl.DataFrame) -> Figure:
             values.append(tfidf[0])
         layers = sorted(sub["layer"].unique().to_list())
         ax.set_xticks(layers)
-        ax.set_xlabel("layer (block output)")
-        ax.set_ylabel("test macro F1")
-        ax.set_title(ds)
-        _f1_limits(ax, values)
-        ax.grid(axis="y", alpha=0.3)
+        _f1_panel(ax, ds, "layer (block output)", values)
     _legend_below(fig, axes)
     _suptitle(fig, title)
     return fig
@@ -272,11 +273,7 @@ def f1_by_width(grid: pl.DataFrame) -> Figure:
         ax.set_xlim(widths[0] / 2, widths[-1] * 2)
         ax.set_xticks(widths, [width_label(w) for w in widths])
         ax.minorticks_off()
-        ax.set_xlabel("SAE width (features, log scale)")
-        ax.set_ylabel("test macro F1")
-        ax.set_title(ds)
-        _f1_limits(ax, sub["test_macro_f1"].to_list())
-        ax.grid(axis="y", alpha=0.3)
+        _f1_panel(ax, ds, "SAE width (features, log scale)", sub["test_macro_f1"].to_list())
     _legend_below(fig, axes)
     _suptitle(fig, title)
     return fig
@@ -443,11 +440,8 @@ def data_size(sweep: pl.DataFrame) -> Figure:
         ax.set_xscale("log")
         ax.set_xticks(ticks, tick_labels)
         ax.minorticks_off()
-        ax.set_xlabel("training examples per class (log scale)")
-        ax.set_ylabel("test macro F1")
-        ax.set_title(ds)
-        _f1_limits(ax, list((sub["mean"] - sub["std"]).to_list()) + list((sub["mean"] + sub["std"]).to_list()))
-        ax.grid(axis="y", alpha=0.3)
+        _f1_panel(ax, ds, "training examples per class (log scale)",
+                  list((sub["mean"] - sub["std"]).to_list()) + list((sub["mean"] + sub["std"]).to_list()))
     _legend_below(fig, axes)
     _suptitle(fig, title)
     return fig
