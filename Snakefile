@@ -14,7 +14,16 @@ from saeprobe.offline import set_offline
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default configuration runs only when no --configfile is given. A `configfile:` directive
+# would be *extended* by --configfile, mixing the default grid into a user's run.
+DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
+if not workflow.config_settings.configfiles:
+    try:
+        sc.load_yaml(DEFAULT_CONFIG)  # a YAML syntax error names the file and line
+    except ConfigError as exc:
+        raise WorkflowError(f"saeprobe: {exc}") from None
+
+    configfile: DEFAULT_CONFIG
 
 
 report: "workflow/report/workflow.rst"
@@ -28,17 +37,11 @@ set_offline(config["offline"])
 
 # GPU rules ask for one GPU unless the run is pinned to the CPU.
 GPU = 0 if config["device"] == "cpu" else 1
-NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 
 
+# One owner: saeprobe.config.WILDCARDS (the config is checked against the same patterns).
 wildcard_constraints:
-    model=NAME,
-    dataset=NAME,
-    sae=NAME,
-    source=NAME,
-    layer=r"\d+",
-    pooling=r"(mean|max|sum|last|top[1-9]\d*)",
-    binarize=r"(raw|gt[0-9][0-9.]*)",
+    **sc.WILDCARDS,
 
 
 include: "workflow/rules/common.smk"

@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 MINIMAL = {
     "datasets": {"d": {"path": "x.parquet"}},
     "models": {"m": {"path": "model", "layers": [0, 1]}},
-    "saes": {"s": {"model": "m", "train": {"width": 16}}},
+    "saes": {"s": {"model": "m", "train": {"width": 64}}},
 }
 
 
@@ -21,7 +21,7 @@ def test_defaults_are_filled():
     assert cfg["seed"] == 42
     assert cfg["datasets"]["d"]["text_column"] == "text"
     assert cfg["models"]["m"]["layer_convention"] == "block_output"
-    assert cfg["saes"]["s"]["train"]["k"] == 32 and cfg["saes"]["s"]["train"]["width"] == 16
+    assert cfg["saes"]["s"]["train"]["k"] == 32 and cfg["saes"]["s"]["train"]["width"] == 64
     assert cfg["features"]["poolings"] == ["mean", "max", "sum", "last", "top20"]
     assert cfg["probe"]["cv_folds"] == 5
 

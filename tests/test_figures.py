@@ -37,7 +37,7 @@ def synthetic_grid(seed: int = 0, widths: tuple[int, ...] = (64, 1024)) -> pl.Da
         C=pl.lit(1.0), cv_macro_f1=pl.Series(rng.uniform(0.5, 0.95, n)), cv_macro_f1_std=pl.lit(0.01),
         test_macro_f1=pl.Series(rng.uniform(0.5, 0.95, n)), test_accuracy=pl.Series(rng.uniform(0.5, 0.95, n)),
         test_auroc=pl.lit(None, pl.Float64), validation_macro_f1=pl.lit(None, pl.Float64), n_train=pl.lit(60),
-        n_test=pl.lit(30), mean_active_features=pl.lit(5.0),
+        n_test=pl.lit(30), mean_active_features=pl.lit(5.0), test_missing_classes=pl.lit(0),
     )
     return df.select(GRID_COLUMNS)
 

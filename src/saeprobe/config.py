@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import yaml
 
 from saeprobe.errors import ConfigError
@@ -26,9 +29,51 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 
 HIDDEN = "hidden"  # feature source name of the hidden-state baseline
 
+# Wildcard patterns of the results layout (the Snakefile's wildcard_constraints). Every config
+# value that becomes part of a file name is checked against its pattern by :func:`validate`, so
+# a value the rules cannot match stops the run at start-up, not as a MissingInputException.
+NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+WILDCARDS = {
+    "model": NAME,
+    "dataset": NAME,
+    "sae": NAME,
+    "source": NAME,
+    "layer": r"\d+",
+    "pooling": r"(mean|max|sum|last|top[1-9]\d*)",
+    "binarize": r"(raw|gt[0-9][0-9.]*)",
+}
+
 
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:
     return yaml.safe_load(Path(path or SCHEMA_PATH).read_text())
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) config file.
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML (the message names the file, line
+            and column of the error), or does not hold a mapping of keys at its top level.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise ConfigError(f"config file {path}: invalid YAML at {where}: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: invalid YAML: {exc}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: expected keys at the top level (a mapping), got a {type(loaded).__name__}")
+    return loaded
 
 
 def _fill_defaults(instance: Any, schema: dict[str, Any], root: dict[str, Any]) -> None:
@@ -94,9 +139,20 @@ def validate(config: dict[str, Any], schema_path: str | Path | None = None) -> d
         lines = [_describe(e) for e in errors]
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
     _fill_defaults(config, schema, schema)
+    _normalise_layers(config)
     _add_behaviour_datasets(config, schema)
     _check_consistency(config)
+    _check_file_names(config)
     return config
+
+
+def _normalise_layers(config: dict[str, Any]) -> None:
+    """Sort and de-duplicate every layer list, so that ``[3, 1]`` and ``[1, 3]`` are one setting
+    (the lists reach rule params: a reordering would otherwise rerun extraction)."""
+    for section in ("models", "saes"):
+        for spec in config.get(section, {}).values():
+            if spec.get("layers") is not None:
+                spec["layers"] = sorted(set(spec["layers"]))
 
 
 def _add_behaviour_datasets(config: dict[str, Any], schema: dict[str, Any]) -> None:
@@ -165,9 +221,13 @@ def _check_consistency(config: dict[str, Any]) -> None:
                 f"'saes.{name}.layers': layers {missing} are not extracted for model '{model}' "
                 f"(models.{model}.layers = {models[model]['layers']})"
             )
-        for ds in sae.get("train", {}).get("datasets", []):
+        train = sae.get("train", {})
+        for ds in train.get("datasets", []):
             if ds not in config["datasets"]:
                 problems.append(f"'saes.{name}.train.datasets': unknown dataset '{ds}'")
+        if train and train["k"] > train["width"]:
+            problems.append(f"'saes.{name}.train.k': a TopK SAE keeps k of its width latents per token, so k must be "
+                            f"at most width; got k={train['k']} > width={train['width']}")
     for name, spec in config["datasets"].items():
         kind = spec.get("kind", "text")
         if "sklearn" in spec and kind != "image":
@@ -200,9 +260,54 @@ def _check_consistency(config: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- the grid
 
 
+def _check_file_names(config: dict[str, Any]) -> None:
+    """Every value that becomes part of a file name matches its wildcard, and none collide.
+
+    Checked per list of binarization thresholds (``features``, each dataset's and behaviour
+    entry's, ``transfer``, ``sweep``) and per probe cell field. Raises ConfigError naming the key.
+    """
+    problems = []
+    lists = [("features.binarize", config["features"]["binarize"])]
+    lists += [(f"datasets.{d}.binarize", s["binarize"]) for d, s in config["datasets"].items() if "binarize" in s]
+    lists += [(f"behaviour.{b}.binarize", s["binarize"]) for b, s in config.get("behaviour", {}).items() if "binarize" in s]
+    lists += [(f"{stage}.binarize", config[stage]["binarize"]) for stage in ("transfer", "sweep") if stage in config]
+    binarize = re.compile(WILDCARDS["binarize"])
+    for key, thresholds in lists:
+        names: dict[str, float | None] = {}
+        for t in thresholds:
+            if t is not None and not 0 <= t < float("inf"):
+                problems.append(f"'{key}': threshold {t!r} must be a finite number of at least 0 (SAE codes are "
+                                "non-negative, so a negative threshold keeps every feature)")
+                continue
+            name = binarize_name(t)
+            if not binarize.fullmatch(name):
+                problems.append(f"'{key}': threshold {t!r} gives the file name part '{name}', which does not match "
+                                f"{WILDCARDS['binarize']}")
+            elif name in names:
+                problems.append(f"'{key}': thresholds {names[name]!r} and {t!r} are the same value ('{name}')")
+            names[name] = t
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    patterns = {field: re.compile(WILDCARDS[field]) for field in ("model", "dataset", "source", "layer", "pooling")}
+    for cell in {*probe_cells(config), *transfer_cells(config), *sweep_cells(config)}:
+        for field, pattern in patterns.items():
+            value = str(getattr(cell, field))
+            if not pattern.fullmatch(value):
+                problems.append(f"{field} '{value}' (dataset '{cell.dataset}') does not match the file-name pattern "
+                                f"{WILDCARDS[field]}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(sorted(set(problems))))
+
+
 def binarize_name(threshold: float | None) -> str:
-    """File-name token for a binarization threshold: ``raw`` or ``gt<t>`` (e.g. ``gt1``)."""
-    return "raw" if threshold is None else f"gt{float(threshold):g}"
+    """File-name token for a binarization threshold: ``raw`` or ``gt<t>`` (e.g. ``gt1``, ``gt0.00001``).
+
+    Positional notation with the shortest digits that round-trip (never an exponent, which the
+    ``binarize`` wildcard does not match), so two different thresholds never share a name.
+    """
+    if threshold is None:
+        return "raw"
+    return "gt" + np.format_float_positional(float(threshold), trim="-")
 
 
 def parse_binarize(name: str) -> float | None:
@@ -321,3 +426,36 @@ def sweep_targets(config: dict[str, Any]) -> list[str]:
     if spec["tfidf"]:
         paths += [f"results/sweeps/tfidf/{d}.parquet" for d in spec["datasets"] if dataset_kind(config, d) == "text"]
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m saeprobe.config FILE...``: check config files as a run would, without running.
+
+    Prints one line per file: ``ok`` with its counts, or the error (YAML errors with file, line
+    and column; schema and consistency errors with the key).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print("usage: python -m saeprobe.config CONFIG.yaml [...]", file=sys.stderr)
+        return 2
+    status = 0
+    for path in argv:
+        try:
+            loaded = load_yaml(path)
+        except ConfigError as exc:
+            print(exc)
+            status = 1
+            continue
+        try:
+            config = validate(loaded)
+        except ConfigError as exc:
+            print(f"config file {path}: {exc}")
+            status = 1
+            continue
+        print(f"config file {path}: ok ({len(config['datasets'])} datasets, {len(config['models'])} models, "
+              f"{len(config['saes'])} SAEs, {len(probe_cells(config))} probes)")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

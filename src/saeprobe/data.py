@@ -62,6 +62,7 @@ def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFra
         if not path.exists():
             raise DataError(f"dataset '{name}': file not found: {path}")
         suffix = "".join(path.suffixes[-1:]).lower()
+        _check_unique_columns(path, suffix, name)
         try:
             if suffix == ".parquet":
                 df = pl.read_parquet(path)
@@ -103,6 +104,33 @@ def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFra
             frame = pl.from_arrow(ds[split].data.table)
             frames.append(frame.with_columns(pl.lit(split).alias(HUB_SPLIT), pl.lit(config_name).alias(HUB_CONFIG)))
     return pl.concat(frames, how="diagonal_relaxed"), f"hub:{spec['hub']}"
+
+
+def _column_names(path: Path, suffix: str) -> list[str] | None:
+    """The column names as written in a .csv/.tsv header or a Parquet schema (None: another format,
+    or a file too broken to tell, which the reader then reports)."""
+    try:
+        if suffix == ".parquet":
+            return list(pq.read_schema(path).names)
+        if suffix in (".csv", ".tsv"):
+            with open(path, newline="", encoding="utf-8-sig") as fh:
+                return next(csv.reader(fh, delimiter="\t" if suffix == ".tsv" else ","), [])
+    except Exception:  # noqa: BLE001 - unreadable: read_source's own reader names the problem
+        return None
+    return None
+
+
+def _check_unique_columns(path: Path, suffix: str, name: str) -> None:
+    """Two columns of one name are an error: polars would silently rename one (CSV) or fail (Parquet)."""
+    names = _column_names(path, suffix) or []
+    seen: dict[str, list[int]] = {}
+    for i, col in enumerate(names):
+        seen.setdefault(col, []).append(i)
+    dups = {col: idx for col, idx in seen.items() if len(idx) > 1}
+    if dups:
+        shown = "; ".join(f"'{col}' (columns {', '.join(str(i) for i in idx)})" for col, idx in dups.items())
+        raise DataError(f"dataset '{name}': {path} has more than one column named {shown} (0-based); "
+                        "rename them so that each column name is used once")
 
 
 def _utf8_error(path: Path, suffix: str) -> str | None:
@@ -219,18 +247,18 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
     if out.height == 0:
         raise DataError(f"dataset '{name}' ({origin}): every text in column '{text_col}' is empty")
 
-    # Label names in a stable order: numeric labels (also numbers read as text from CSV) sort
-    # numerically, other strings lexically.
-    raw = out["label_raw"]
-    values = sorted(set(raw.to_list()), key=_label_order)
-    label_names = [str(v) for v in values]
+    label_names, labels, merged = normalise_labels(out["label_raw"].to_list(), out["source_row"].to_list())
+    for canonical, spellings in merged.items():
+        detail = ", ".join(f"{sp!r} ({len(rows)} rows, e.g. row {rows[0]})" for sp, rows in spellings.items())
+        log.warning("dataset %s: column '%s': %s are one class '%s' (surrounding whitespace is stripped and "
+                    "numbers compare by value)", name, label_col, detail, canonical)
+    log.info("dataset %s: column '%s' has %d classes %s", name, label_col, len(label_names), label_names[:20])
     if len(label_names) < 2:
         raise DataError(f"dataset '{name}' ({origin}): column '{label_col}' has a single class {label_names}; a probe needs two or more")
-    index = {v: i for i, v in enumerate(values)}
-    labels = np.array([index[v] for v in raw.to_list()], dtype=np.int64)
     out = out.with_columns(pl.Series("label", labels), pl.Series("label_name", [label_names[i] for i in labels]))
 
-    report: dict[str, Any] = {"source": origin, "n_source_rows": df.height, "n_dropped_empty_text": n_empty}
+    report: dict[str, Any] = {"source": origin, "n_source_rows": df.height, "n_dropped_empty_text": n_empty,
+                              "label_spellings_merged": {c: sorted(sp) for c, sp in merged.items()}}
     split = _assign_splits(out, spec, name, seed, report, label_names, label_col, origin)
     out = out.with_columns(pl.Series("split", split))
     _check_train_classes(out, label_names, name, origin, label_col)
@@ -243,11 +271,47 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
     return out, label_names, report
 
 
-def _label_order(value: object) -> tuple[int, float, str]:
+def canonical_label(value: object) -> str:
+    """The class a raw label value names: text stripped of surrounding whitespace; a number (or a
+    text that reads as a finite number) written by value, so ``1``, ``1.0``, ``"1.0"`` and
+    ``" 1"`` are all ``"1"`` and ``0.5`` is ``"0.5"``; booleans as ``True``/``False``."""
+    if isinstance(value, bool):
+        return str(value)
+    text = value.strip() if isinstance(value, str) else value
     try:
-        return (0, float(value), "")  # type: ignore[arg-type]
+        number = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return (1, 0.0, str(value))
+        return str(text)
+    if not np.isfinite(number):
+        return str(text)
+    return str(int(number)) if number.is_integer() and abs(number) < 2**63 else repr(number)
+
+
+def normalise_labels(values: list[object], rows: list[int]) -> tuple[list[str], np.ndarray, dict[str, dict[str, list[int]]]]:
+    """Map raw label values to class indices.
+
+    Args:
+        values: (n,) raw labels (no missing ones). rows: (n,) their source rows, for the report.
+    Returns:
+        (class names in a stable order — numeric classes by value, then text lexically —,
+        (n,) int64 class index per value, and the classes written more than one way:
+        ``{class: {raw spelling: [source rows]}}``).
+    """
+    canonical = [canonical_label(v) for v in values]
+    names = sorted(set(canonical), key=_label_order)
+    index = {c: i for i, c in enumerate(names)}
+    spellings: dict[str, dict[str, list[int]]] = {}
+    for value, c, row in zip(values, canonical, rows, strict=True):
+        spellings.setdefault(c, {}).setdefault(str(value), []).append(row)
+    merged = {c: sp for c, sp in spellings.items() if len(sp) > 1}
+    return names, np.array([index[c] for c in canonical], dtype=np.int64), merged
+
+
+def _label_order(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
 
 
 def _check_ids(ids: pl.Series, column: str, name: str, origin: str) -> None:

@@ -36,6 +36,9 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
     ``path`` is left untouched. An existing ``path`` is replaced. Temporaries left by a writer
     of the same path that was killed (SIGKILL, a node failure, a SLURM time limit: no cleanup
     ran) are removed first — Snakemake never runs two jobs for one output.
+
+    The result gets the permissions an ordinary write would (the user's umask), not the
+    private 0700/0600 of temporary files: collaborators on shared storage can read it.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +51,7 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
     target = tmp if directory else tmp / final.name
     try:
         yield target
+        _umask_permissions(target)
         if final.is_dir() and not final.is_symlink():
             shutil.rmtree(final)
         elif final.exists():
@@ -56,6 +60,42 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def current_umask() -> int:
+    """The process's umask (read from /proc on Linux, where it needs no change of state)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _umask_permissions(path: Path) -> None:
+    """Give ``path`` (a file, or a directory and everything under it) umask permissions:
+    directories 0777 & ~umask, files 0666 & ~umask (plus their execute bits)."""
+    mask = current_umask()
+
+    def fix(p: Path, is_dir: bool) -> None:
+        mode = 0o777 if is_dir else 0o666 | (p.stat().st_mode & 0o111)
+        os.chmod(p, mode & ~mask)
+
+    if path.is_symlink() or not path.exists():
+        return
+    if not path.is_dir():
+        fix(path, False)
+        return
+    fix(path, True)
+    for root, dirs, files in os.walk(path):
+        for d in dirs:
+            fix(Path(root) / d, True)
+        for f in files:
+            if not (Path(root) / f).is_symlink():
+                fix(Path(root) / f, False)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -29,9 +29,17 @@ from sklearn.preprocessing import MaxAbsScaler, StandardScaler
 from saeprobe.errors import DataError
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Macro-averaged F1 over the classes present (the paper's main metric)."""
-    return float(f1_score(y_true, y_pred, average="macro"))
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> float:
+    """Macro-averaged F1 (the paper's main metric) over the dataset's ``n_classes`` classes.
+
+    A class absent from both ``y_true`` and ``y_pred`` scores 0 (scikit-learn's ``labels=``
+    with ``zero_division=0``): averaging over the classes present would report 0.769 for the
+    confusion [[25, 15], [0, 0]], where the two-class macro F1 is 0.38. ``n_classes=None``
+    averages over the classes present in either array (as the CV scorer does; stratified folds
+    hold every train class).
+    """
+    labels = None if n_classes is None else np.arange(n_classes)
+    return float(f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0))
 
 
 # A scorer built from a function without a ``labels`` argument: sklearn 1.9's
@@ -55,12 +63,16 @@ def _metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int)
     elif n_classes == 2:
         auroc = float(roc_auc_score(y, proba[:, 1]))
     else:
-        # One-vs-rest over the classes present in this split.
-        auroc = float(roc_auc_score(y, proba[:, present] / proba[:, present].sum(1, keepdims=True),
-                                    multi_class="ovr", average="macro", labels=present))
+        # One-vs-rest over the classes present in this split (two present: the binary AUROC of them).
+        p = proba[:, present] / np.clip(proba[:, present].sum(1, keepdims=True), 1e-300, None)
+        if len(present) == 2:
+            auroc = float(roc_auc_score(y == present[1], p[:, 1]))
+        else:
+            auroc = float(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=present))
     return {
         "n": int(len(y)),
-        "macro_f1": float(f1_score(y, pred, average="macro", labels=present)),
+        "macro_f1": macro_f1(y, pred, n_classes),
+        "missing_classes": sorted(set(range(n_classes)) - set(present.tolist())),
         "accuracy": float(accuracy_score(y, pred)),
         "auroc": auroc,
         "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
@@ -137,9 +149,13 @@ def fit_cv(x: Any, y: np.ndarray, train: np.ndarray, *, Cs: list[float], cv_fold
 
 
 def score(model: Pipeline, x: Any, y: np.ndarray, mask: np.ndarray, n_classes: int) -> dict[str, Any]:
-    """Metrics of a fitted :func:`fit_cv` pipeline on the rows ``mask`` (n, macro_f1, accuracy, auroc, confusion).
+    """Metrics of a fitted :func:`fit_cv` pipeline on the rows ``mask``.
 
-    Macro F1 averages over the classes present in ``y[mask]``.
+    Returns:
+        n, macro_f1 (over all ``n_classes``; a class missing from the split counts 0, see
+        :func:`macro_f1`), missing_classes (indices of the classes absent from ``y[mask]``),
+        accuracy, auroc (one-vs-rest over the classes present; None with fewer than two),
+        confusion (n_classes x n_classes).
     """
     x = as_features(x)[mask]
     lr: LogisticRegressionCV = model.named_steps["logreg"]

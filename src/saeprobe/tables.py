@@ -23,7 +23,7 @@ from saeprobe.io import atomic_path, read_json
 GRID_COLUMNS = [
     "dataset", "model", "family", "source", "layer", "pooling", "binarize", "C", "cv_macro_f1", "cv_macro_f1_std",
     "test_macro_f1", "test_accuracy", "test_auroc", "validation_macro_f1", "n_train", "n_test", "n_features",
-    "mean_active_features",
+    "mean_active_features", "test_missing_classes",
 ]
 
 
@@ -38,6 +38,8 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
         "test_macro_f1": test.get("macro_f1"), "test_accuracy": test.get("accuracy"), "test_auroc": test.get("auroc"),
         "validation_macro_f1": val.get("macro_f1"), "n_train": result["n_train"], "n_test": test.get("n"),
         "n_features": result["n_features"], "mean_active_features": result.get("mean_active_features"),
+        # Classes of the dataset absent from its test split (each scores 0 in the macro F1).
+        "test_missing_classes": len(test.get("missing_classes", [])),
     }
 
 
@@ -49,7 +51,7 @@ def grid(paths: Iterable[str | Path]) -> pl.DataFrame:
         "pooling": pl.String, "binarize": pl.String, "C": pl.Float64, "cv_macro_f1": pl.Float64,
         "cv_macro_f1_std": pl.Float64, "test_macro_f1": pl.Float64, "test_accuracy": pl.Float64,
         "test_auroc": pl.Float64, "validation_macro_f1": pl.Float64, "n_train": pl.Int64, "n_test": pl.Int64,
-        "n_features": pl.Int64, "mean_active_features": pl.Float64,
+        "n_features": pl.Int64, "mean_active_features": pl.Float64, "test_missing_classes": pl.Int64,
     }
     df = pl.DataFrame(rows, schema=schema, orient="row")
     return df.sort(["dataset", "family", "model", "source", "layer", "pooling", "binarize"], nulls_last=True)

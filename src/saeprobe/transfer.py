@@ -112,6 +112,10 @@ def transfer_matrix(x: Any, y: np.ndarray, split: np.ndarray, lang: Sequence[str
         mask = (lang_arr == b) & (split == "test")
         if mask.any():
             test_masks[b] = mask
+            absent = sorted(set(range(n_classes)) - set(np.unique(y[mask]).tolist()))
+            if absent:
+                log.warning("language %s: its test split has no rows of classes %s; they count 0 in its macro F1",
+                            b, absent)
         else:
             report["skipped_test_langs"][b] = "no test rows"
             log.warning("language %s: no test rows; skipped as a test language", b)
@@ -130,7 +134,8 @@ def transfer_matrix(x: Any, y: np.ndarray, split: np.ndarray, lang: Sequence[str
         for b, mask in test_masks.items():
             m = score(model, x, y, mask, n_classes)
             rows.append({"train_lang": a, "test_lang": b, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"],
-                         "n_train": info["n_train"], "n_test": m["n"], "C": info["C"], "cv_macro_f1": info["cv_macro_f1"]})
+                         "n_train": info["n_train"], "n_test": m["n"], "C": info["C"], "cv_macro_f1": info["cv_macro_f1"],
+                         "test_missing_classes": len(m["missing_classes"])})
         diag = next((r["macro_f1"] for r in rows if r["train_lang"] == a and r["test_lang"] == a), float("nan"))
         log.info("train %s (%d rows, C=%g, cv macro F1 %.3f): in-language test macro F1 %.3f", a, info["n_train"],
                  info["C"], info["cv_macro_f1"], diag)

@@ -36,6 +36,7 @@ CELL_SCHEMA: dict[str, Any] = {
 TRANSFER_SCHEMA: dict[str, Any] = {
     **CELL_SCHEMA, "train_lang": pl.String, "test_lang": pl.String, "macro_f1": pl.Float64, "accuracy": pl.Float64,
     "n_train": pl.Int64, "n_test": pl.Int64, "C": pl.Float64, "cv_macro_f1": pl.Float64,
+    "test_missing_classes": pl.Int64,  # classes absent from the test language's split (each scores 0)
 }
 SWEEP_SCHEMA: dict[str, Any] = {
     **CELL_SCHEMA, "n_per_class": pl.Int64, "repeat": pl.Int64, "n_train": pl.Int64, "n_test": pl.Int64,

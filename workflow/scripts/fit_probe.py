@@ -21,5 +21,10 @@ result.update(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.lay
 with atomic_path(snakemake.output.coef) as tmp, open(tmp, "wb") as fh:
     np.savez(fh, coef=coef, intercept=intercept, label_names=np.array(label_names))
 write_json(snakemake.output.result, result)
+for split_name in ("validation", "test"):
+    missing = (result.get(split_name) or {}).get("missing_classes")
+    if missing:
+        log.warning("the %s split has no rows of classes %s: its macro F1 averages over all %d classes, these count 0",
+                    split_name, [label_names[i] for i in missing], len(label_names))
 log.info("C=%g cv macro F1 %.3f; test macro F1 %.3f, accuracy %.3f", result["C"], result["cv_macro_f1"],
          result["test"]["macro_f1"], result["test"]["accuracy"])
