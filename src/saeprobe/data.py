@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
 from saeprobe.errors import DataError
-from saeprobe.io import atomic_path
+from saeprobe.io import atomic_path, reading
 
 log = logging.getLogger("saeprobe")
 
@@ -437,9 +437,14 @@ def write(out: pl.DataFrame, label_names: list[str], path: str | Path) -> None:
 
 
 def read(path: str | Path) -> tuple[pl.DataFrame, list[str]]:
-    """Read a prepared dataset. Returns (frame sorted by doc_id, label names)."""
-    table = pq.read_table(path)
-    names = json.loads((table.schema.metadata or {}).get(LABEL_NAMES_KEY, b"[]"))
+    """Read a prepared dataset. Returns (frame sorted by doc_id, label names).
+
+    Raises:
+        CacheError: the file is missing, truncated or not Parquet (see :func:`saeprobe.io.reading`).
+    """
+    with reading(path):
+        table = pq.read_table(path)
+        names = json.loads((table.schema.metadata or {}).get(LABEL_NAMES_KEY, b"[]"))
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
     return df.sort("doc_id"), names

@@ -11,3 +11,9 @@ class ConfigError(SaeprobeError):
 
 class DataError(SaeprobeError):
     """An input dataset is unusable (missing column, bad labels, empty, ...)."""
+
+
+class CacheError(SaeprobeError):
+    """A file the workflow wrote (or a user-supplied SAE file) cannot be decoded: truncated,
+    a checksum mismatch, or not the format it should be. The message names the file (and the
+    Zarr chunk) and the command that rebuilds it."""

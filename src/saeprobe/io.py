@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from saeprobe.errors import SaeprobeError
+from saeprobe.errors import CacheError, SaeprobeError
 
 
 @contextlib.contextmanager
@@ -115,7 +115,52 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text())
+    """The parsed JSON file at ``path``.
+
+    Raises:
+        CacheError: the file is missing, truncated or not JSON (see :func:`reading`).
+    """
+    with reading(path):
+        return json.loads(Path(path).read_text())
+
+
+def damaged(path: str | os.PathLike[str], exc: BaseException, *, part: str | None = None,
+            rebuild: str | os.PathLike[str] | None = None, built: bool = True) -> CacheError:
+    """The one-line :class:`CacheError` for a file whose read raised ``exc``.
+
+    Args:
+        path: the file (or Zarr store directory) that could not be read.
+        part: where inside it, e.g. the Zarr chunk ``layer_1/c/3/0``.
+        rebuild: the workflow output to rerun when it is not ``path`` itself (e.g. the SAE
+            folder of a damaged ``sae_weights.safetensors``).
+        built: False for a user's file the workflow did not write: the message asks to replace
+            it instead of suggesting ``snakemake --forcerun``.
+    """
+    lines = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+    if part:
+        what = f"{part}: {what}"
+    if not built:
+        return CacheError(f"{path}: damaged or incomplete file ({what}); the workflow did not build it: restore or replace it")
+    return CacheError(f"{path}: damaged or incomplete cached file ({what}); rebuild it with: "
+                      f"snakemake --forcerun {rebuild or path}  (or delete it and run snakemake again)")
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike[str], *, part: str | None = None, rebuild: str | os.PathLike[str] | None = None,
+            built: bool = True) -> Iterator[None]:
+    """Turn an exception raised while reading ``path`` into the :class:`CacheError` of :func:`damaged`.
+
+    Wrap only the read (open, parse, decode), not computation on what was read. A
+    :class:`SaeprobeError` (a message already meant for the user) and ``MemoryError`` pass
+    through unchanged.
+    """
+    try:
+        yield
+    except (SaeprobeError, MemoryError):
+        raise
+    except Exception as exc:
+        raise damaged(path, exc, part=part, rebuild=rebuild, built=built) from exc
 
 
 def setup_logging(log_path: str | os.PathLike[str] | None) -> logging.Logger:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from saeprobe.io import atomic_path
+from saeprobe.io import atomic_path, reading
 from saeprobe.store import ActivationStore, CodeStore, RaggedStore
 
 log = logging.getLogger("saeprobe")
@@ -197,7 +197,12 @@ def save_pooled(path: str | Path, matrix: sp.csr_matrix | np.ndarray) -> None:
 
 
 def load_pooled(path: str | Path) -> sp.csr_matrix | np.ndarray:
-    with np.load(path) as z:
+    """A :func:`save_pooled` matrix: (n_docs, n_features) CSR, or a dense float32 array.
+
+    Raises:
+        CacheError: the file is missing, truncated or fails its zip CRC (see :func:`saeprobe.io.reading`).
+    """
+    with reading(path), np.load(path) as z:
         if str(z["format"]) == "csr":
             return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         return z["X"]

@@ -14,6 +14,7 @@ them sparse; ``StandardScaler`` for dense hidden states); the scaler is fitted o
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, StandardScaler
 
 from saeprobe.errors import DataError
+from saeprobe.io import atomic_path, reading
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> float:
@@ -193,6 +195,22 @@ def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_f
             result[name] = score(model, x, y, mask, n_classes)
     lr: LogisticRegressionCV = model.named_steps["logreg"]
     return result, np.asarray(lr.coef_), np.asarray(lr.intercept_)
+
+
+def save_coef(path: str | Path, coef: np.ndarray, intercept: np.ndarray, label_names: list[str]) -> None:
+    """Write a probe's ``coef`` (n_classes or 1, n_features), ``intercept`` and label names as .npz atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, coef=coef, intercept=intercept, label_names=np.array(label_names))
+
+
+def load_coef(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(coef, intercept, label names) of a :func:`save_coef` file.
+
+    Raises:
+        CacheError: the file is missing, truncated or fails its zip CRC (see :func:`saeprobe.io.reading`).
+    """
+    with reading(path), np.load(path) as npz:
+        return npz["coef"], npz["intercept"], [str(x) for x in npz["label_names"]]
 
 
 def _cv_scores(lr: LogisticRegressionCV) -> np.ndarray:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import zarr
 
 from saeprobe.errors import ConfigError
+from saeprobe.io import damaged
 from saeprobe.offline import offline_hint
 from saeprobe.store import CHUNK_TOKENS, ActivationStore, AppendWriter, BackgroundWriter, create_array, prefetch, write_index
 
@@ -39,8 +40,12 @@ def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name:
         ConfigError: the release/id or folder cannot be loaded; an id missing from a release
             listed in SAELens' directory, or an unknown release, is named with the closest
             names (checked locally, before any download).
+        CacheError: the folder's ``cfg.json`` is not JSON or its weights file cannot be
+            decoded (truncated); names the file, and for a ``train`` SAE the folder to rebuild.
     """
+    from safetensors import SafetensorError
     from sae_lens import SAE
+    from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
 
     device = str(device)
     if "release" in spec:
@@ -62,6 +67,9 @@ def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name:
         raise ConfigError(f"saes.{name}: no SAELens folder (cfg.json + weights) at '{folder}'")
     try:
         return SAE.load_from_disk(str(folder), device=device)
+    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as exc:  # a file, not the config, is broken
+        file = folder / (SAE_WEIGHTS_FILENAME if isinstance(exc, SafetensorError) else SAE_CFG_FILENAME)
+        raise damaged(file, exc, rebuild=folder, built="train" in spec) from exc
     except Exception as exc:
         raise ConfigError(f"saes.{name}: could not load the SAE in '{folder}': {exc}") from exc
 

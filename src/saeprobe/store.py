@@ -14,6 +14,10 @@ shape (n_tokens, d_model) per layer, float16 or float32, chunked along tokens.
 Sparse code store (``features/.../layer_{L}.zarr``): CSR over tokens — ``indptr``
 (n_tokens + 1, int64), ``indices`` (nnz, int32, feature index), ``values`` (nnz, float32) —
 with ``attrs['d_sae']``.
+
+Every chunk ends with a CRC32C checksum (:func:`compressors`), verified on read before Blosc
+decodes it, and the readers turn any decode error into a :class:`~saeprobe.errors.CacheError`
+naming the store and the chunk.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from typing import Any, TypeVar
 import numpy as np
 import scipy.sparse as sp
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from saeprobe.io import damaged, reading
 
 CHUNK_TOKENS = 16384
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
@@ -41,11 +47,20 @@ COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 ACTIVATION_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 
 
+def compressors(compressor: BloscCodec = COMPRESSOR) -> list[Any]:
+    """The bytes-to-bytes codecs of every array saeprobe writes: ``compressor``, then CRC32C.
+
+    The checksum covers the compressed bytes, so on read a truncated or altered chunk fails its
+    check (``ValueError``) before Blosc decodes it: Blosc given garbage can crash the process.
+    """
+    return [compressor, Crc32cCodec()]
+
+
 def create_array(group: zarr.Group, name: str, row_shape: tuple[int, ...], dtype: Any, chunk_rows: int,
                  compressor: BloscCodec = COMPRESSOR) -> zarr.Array:
     """An empty array of shape (0, *row_shape), chunked by ``chunk_rows`` rows, for appending."""
     return group.create_array(
-        name, shape=(0, *row_shape), chunks=(chunk_rows, *row_shape), dtype=dtype, compressors=compressor
+        name, shape=(0, *row_shape), chunks=(chunk_rows, *row_shape), dtype=dtype, compressors=compressors(compressor)
     )
 
 
@@ -215,7 +230,7 @@ def prefetch(items: Iterable[T], depth: int = 1) -> Iterator[T]:
 def write_index(group: zarr.Group, offsets: np.ndarray, doc_id: np.ndarray) -> None:
     """Store the per-document ``offsets`` (n_docs+1) and ``doc_id`` (n_docs) arrays."""
     for name, arr in (("offsets", np.asarray(offsets, np.int64)), ("doc_id", np.asarray(doc_id, np.int64))):
-        group.create_array(name, data=arr, chunks=(max(1, min(len(arr), 1 << 20)),))
+        group.create_array(name, data=arr, chunks=(max(1, min(len(arr), 1 << 20)),), compressors=compressors())
 
 
 class RaggedStore:
@@ -223,14 +238,49 @@ class RaggedStore:
 
     Memory is bounded by the block size, not by the dataset: only the per-document index
     (``offsets``, ``doc_id``) is held whole.
+
+    Raises (on opening and on every read):
+        CacheError: the store or a file in it cannot be decoded (missing or truncated
+            ``zarr.json``, a chunk that fails its checksum); names the store and the array
+            metadata or chunk(s), e.g. ``layer_1/c/3/0``.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.group = zarr.open_group(str(path), mode="r")
-        self.offsets = np.asarray(self.group["offsets"][:], dtype=np.int64)
-        self.doc_id = np.asarray(self.group["doc_id"][:], dtype=np.int64)
+        with reading(self.path, part="zarr.json"):
+            self.group = zarr.open_group(str(path), mode="r")
+        self.offsets = np.asarray(self._read("offsets"), dtype=np.int64)
+        self.doc_id = np.asarray(self._read("doc_id"), dtype=np.int64)
         self.attrs: dict[str, Any] = dict(self.group.attrs)
+
+    def _array(self, name: str) -> zarr.Array:
+        with reading(self.path, part=f"{name}/zarr.json"):
+            array = self.group[name]
+        assert isinstance(array, zarr.Array)
+        return array
+
+    def _read(self, name: str, row_start: int = 0, row_stop: int | None = None) -> np.ndarray:
+        """Rows ``row_start:row_stop`` of array ``name``; a failed read names the failing chunk(s)."""
+        array = self._array(name)
+        try:
+            return np.asarray(array[row_start:row_stop])
+        except MemoryError:
+            raise
+        except Exception as exc:
+            bad = self._bad_chunks(array, row_start, array.shape[0] if row_stop is None else row_stop)
+            part = ", ".join(key for key, _ in bad[:5]) + (f" and {len(bad) - 5} more chunks" if len(bad) > 5 else "")
+            raise damaged(self.path, bad[0][1] if bad else exc, part=part or name) from exc
+
+    @staticmethod
+    def _bad_chunks(array: zarr.Array, row_start: int, row_stop: int) -> list[tuple[str, Exception]]:
+        """The chunks of rows ``row_start:row_stop`` whose read fails, as (``name/chunk key``, error)."""
+        step, bad = array.chunks[0], []
+        for i in range(max(row_start, 0) // step, -(-min(row_stop, array.shape[0]) // step)):
+            try:
+                array[i * step : (i + 1) * step]
+            except Exception as exc:  # noqa: BLE001 - reported by the caller
+                bad.append((f"{array.path}/{array.metadata.encode_chunk_key((i, *[0] * (array.ndim - 1)))}", exc))
+        return bad
 
     @property
     def n_docs(self) -> int:
@@ -252,7 +302,8 @@ class RaggedStore:
             start = stop
 
     def special(self, row_start: int, row_stop: int) -> np.ndarray:
-        return np.asarray(self.group["special"][row_start:row_stop], dtype=bool)
+        """The special-token mask of rows ``row_start:row_stop``, (n,) bool."""
+        return np.asarray(self._read("special", row_start, row_stop), dtype=bool)
 
 
 class ActivationStore(RaggedStore):
@@ -260,16 +311,24 @@ class ActivationStore(RaggedStore):
 
     @property
     def layers(self) -> list[int]:
-        return sorted(int(k.removeprefix("layer_")) for k in self.group.array_keys() if k.startswith("layer_"))
+        with reading(self.path):
+            return sorted(int(k.removeprefix("layer_")) for k in self.group.array_keys() if k.startswith("layer_"))
 
     def rows(self, layer: int, row_start: int, row_stop: int, dtype: Any = np.float32) -> np.ndarray:
         """Rows of layer ``layer``, shape (row_stop - row_start, d_model), as ``dtype``
-        (float32 by default; None = the stored dtype, e.g. to cast on a GPU instead)."""
+        (float32 by default; None = the stored dtype, e.g. to cast on a GPU instead).
+
+        Raises:
+            KeyError: the store has no such layer.
+            CacheError: see :class:`RaggedStore`.
+        """
         key = f"layer_{layer}"
-        if key not in self.group:
+        with reading(self.path, part=f"{key}/zarr.json"):
+            stored = key in self.group
+        if not stored:
             raise KeyError(f"{self.path}: no layer {layer} (stored: {self.layers})")
-        rows = self.group[key][row_start:row_stop]
-        return np.asarray(rows) if dtype is None else np.asarray(rows, dtype=dtype)
+        rows = self._read(key, row_start, row_stop)
+        return rows if dtype is None else np.asarray(rows, dtype=dtype)
 
 
 class CodeStore(RaggedStore):
@@ -280,9 +339,13 @@ class CodeStore(RaggedStore):
         return int(self.attrs["d_sae"])
 
     def rows(self, row_start: int, row_stop: int) -> sp.csr_matrix:
-        """Codes of tokens ``row_start:row_stop`` as a (n, d_sae) float32 CSR matrix."""
-        indptr = np.asarray(self.group["indptr"][row_start : row_stop + 1], dtype=np.int64)
+        """Codes of tokens ``row_start:row_stop`` as a (n, d_sae) float32 CSR matrix.
+
+        Raises:
+            CacheError: see :class:`RaggedStore`.
+        """
+        indptr = np.asarray(self._read("indptr", row_start, row_stop + 1), dtype=np.int64)
         lo, hi = int(indptr[0]), int(indptr[-1])
-        indices = np.asarray(self.group["indices"][lo:hi], dtype=np.int32)
-        values = np.asarray(self.group["values"][lo:hi], dtype=np.float32)
+        indices = np.asarray(self._read("indices", lo, hi), dtype=np.int32)
+        values = np.asarray(self._read("values", lo, hi), dtype=np.float32)
         return sp.csr_matrix((values, indices, indptr - lo), shape=(row_stop - row_start, self.d_sae))

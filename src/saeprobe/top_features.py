@@ -44,6 +44,7 @@ import polars as pl
 import yaml
 
 from saeprobe.errors import DataError
+from saeprobe.io import reading
 from saeprobe.store import CodeStore
 
 log = logging.getLogger("saeprobe")
@@ -227,15 +228,17 @@ def read_token_ids(path: str | Path, doc_ids: Iterable[int]) -> dict[int, list[i
 
     Raises:
         DataError: the file lacks ``doc_id``/``input_ids``, or a requested doc_id is missing.
+        CacheError: the file is truncated or not Parquet (see :func:`saeprobe.io.reading`).
     """
     wanted = sorted({int(d) for d in doc_ids})
     if not wanted:
         return {}
-    try:
-        frame = (pl.scan_parquet(path).select("doc_id", "input_ids")
-                 .filter(pl.col("doc_id").is_in(wanted)).collect())
-    except pl.exceptions.ColumnNotFoundError as exc:
-        raise DataError(f"{path}: needs columns doc_id and input_ids ({exc})") from exc
+    with reading(path):
+        try:
+            frame = (pl.scan_parquet(path).select("doc_id", "input_ids")
+                     .filter(pl.col("doc_id").is_in(wanted)).collect())
+        except pl.exceptions.ColumnNotFoundError as exc:
+            raise DataError(f"{path}: needs columns doc_id and input_ids ({exc})") from exc
     ids = dict(zip(frame["doc_id"].to_list(), frame["input_ids"].to_list(), strict=True))
     missing = [d for d in wanted if d not in ids]
     if missing:

@@ -11,7 +11,7 @@ import zarr
 
 import saeprobe
 from saeprobe.activations import extract
-from saeprobe.io import atomic_path, setup_logging
+from saeprobe.io import atomic_path, reading, setup_logging
 from saeprobe.models import load_model, pick_device, pick_dtype
 
 log = setup_logging(snakemake.log[0])
@@ -21,7 +21,8 @@ device = pick_device(snakemake.config["device"])
 dtype = pick_dtype(spec["dtype"], device)
 model = load_model(spec, name, device, dtype)
 
-table = pq.read_table(snakemake.input.tokens)
+with reading(snakemake.input.tokens):
+    table = pq.read_table(snakemake.input.tokens)
 lengths = table.column("n_tokens").to_numpy().astype(np.int64)
 cuts = np.cumsum(lengths)[:-1]
 ids = np.split(table.column("input_ids").combine_chunks().flatten().to_numpy().astype(np.int64), cuts)

@@ -1,11 +1,9 @@
 """Snakemake adapter: fit one linear probe with CV-selected C (saeprobe.probes)."""
-import numpy as np
-
 from saeprobe import data
 from saeprobe.config import parse_binarize
-from saeprobe.io import atomic_path, setup_logging, write_json
+from saeprobe.io import setup_logging, write_json
 from saeprobe.pooling import binarize, load_pooled
-from saeprobe.probes import fit_probe
+from saeprobe.probes import fit_probe, save_coef
 
 log = setup_logging(snakemake.log[0])
 w = snakemake.wildcards
@@ -18,8 +16,7 @@ result, coef, intercept = fit_probe(x, frame["label"].to_numpy(), frame["split"]
                                     n_classes=len(label_names), seed=snakemake.params.seed, **snakemake.params.probe)
 result.update(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=w.pooling,
               binarize=w.binarize, threshold=threshold, label_names=label_names, seed=snakemake.params.seed)
-with atomic_path(snakemake.output.coef) as tmp, open(tmp, "wb") as fh:
-    np.savez(fh, coef=coef, intercept=intercept, label_names=np.array(label_names))
+save_coef(snakemake.output.coef, coef, intercept, label_names)
 write_json(snakemake.output.result, result)
 for split_name in ("validation", "test"):
     missing = (result.get(split_name) or {}).get("missing_classes")

@@ -2,7 +2,6 @@
 (saeprobe.top_features)."""
 import json
 
-import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -10,14 +9,16 @@ from saeprobe import top_features as tf
 from saeprobe.config import ProbeCell
 from saeprobe.data import LABEL_NAMES_KEY
 from saeprobe.errors import DataError
-from saeprobe.io import atomic_path, setup_logging
+from saeprobe.io import atomic_path, reading, setup_logging
 from saeprobe.models import load_tokenizer
+from saeprobe.probes import load_coef
 from saeprobe.store import CodeStore
 
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
 settings = p.report
-grid = pl.read_parquet(snakemake.input.grid)
+with reading(snakemake.input.grid):
+    grid = pl.read_parquet(snakemake.input.grid)
 probes = tf.best_sae_probes(grid, p.datasets)
 log.info("%d best SAE probes (one per dataset and SAE, chosen on CV macro F1)", probes.height)
 decoders = {}
@@ -25,13 +26,13 @@ rows = []
 for probe in probes.iter_rows(named=True):
     cell = ProbeCell(probe["model"], probe["dataset"], probe["source"], probe["layer"], probe["pooling"], probe["binarize"])
     coef_path = cell.path_in("probes", "coef.npz")
-    with np.load(coef_path) as npz:
-        coef, label_names = npz["coef"], [str(x) for x in npz["label_names"]]
+    coef, _, label_names = load_coef(coef_path)
     data_path = f"results/data/{cell.dataset}.parquet"
-    stored_names = json.loads((pq.read_schema(data_path).metadata or {}).get(LABEL_NAMES_KEY, b"[]"))
+    with reading(data_path):
+        stored_names = json.loads((pq.read_schema(data_path).metadata or {}).get(LABEL_NAMES_KEY, b"[]"))
+        docs = pl.read_parquet(data_path, columns=["doc_id", "label", "split"])
     if stored_names and stored_names != label_names:
         raise DataError(f"{coef_path}: label names {label_names} differ from {data_path}'s {stored_names}")
-    docs = pl.read_parquet(data_path, columns=["doc_id", "label", "split"])
     store = CodeStore(f"results/features/{cell.model}/{cell.dataset}/{cell.source}/layer_{cell.layer}.zarr")
     tokens_path = decode = None
     if p.kinds[cell.dataset] == "text":
