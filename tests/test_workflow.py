@@ -124,6 +124,24 @@ def test_rerun_plans_only_what_changed(run):
     assert planned(workdir) == {}
 
 
+def test_damaged_cache_names_the_file_and_its_rebuild_command_works(run):
+    """A truncated pooled .npz: the probe job stops with one line, and the command it names rebuilds it."""
+    workdir, _, _ = run
+    rel = "results/pooled/tiny_gemma2/jailbreak/topk/layer_1/mean.npz"
+    pooled, probe = workdir / rel, workdir / "results/probes/tiny_gemma2/jailbreak/topk/layer_1/mean__raw.json"
+    before = json.loads(probe.read_text())["test"]
+    pooled.write_bytes(pooled.read_bytes()[:100])
+    probe.unlink()
+    proc = snakemake(workdir, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"saeprobe: {rel}: damaged or incomplete cached file (BadZipFile" in out, out[-3000:]
+    assert f"snakemake --forcerun {rel}" in out
+    snakemake(workdir, "--forcerun", rel)
+    assert json.loads(probe.read_text())["test"] == before  # rebuilt, same result
+    assert planned(workdir) == {}
+
+
 def test_bad_config_stops_with_the_key_named(tmp_path):
     write_config(tmp_path, {"datasets": {"d": {"path": "x.parquet"}}, "models": {"m": {"path": "m", "layers": [0]}},
                             "probe": {"cv_fold": 3}})
