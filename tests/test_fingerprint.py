@@ -6,11 +6,15 @@ import importlib.metadata
 import json
 import multiprocessing
 import os
+import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from saeprobe import fingerprint as fp
+from tests.conftest import DATA
+from tests.test_workflow import planned, snakemake, write_config
 
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 
@@ -279,3 +283,65 @@ def test_release_sae_has_sae_lens_version_and_repo_commit(hub_cache, monkeypatch
     # A release SAELens does not list is loaded as a hub repo of that name.
     set_ref(hub_cache, "someone/my-saes", "main", COMMIT_B)
     assert fp.sae_fingerprint({"release": "someone/my-saes", "sae_id": "x"}, 0).endswith(f"someone/my-saes@{COMMIT_B}")
+
+
+# --------------------------------------------------------------------------- through the workflow
+
+
+@pytest.fixture(scope="module")
+def fp_run(tmp_path_factory, tiny_gemma2, jumprelu_dir):
+    """A finished run on private copies of the tiny model and SAE (the session fixtures stay untouched)."""
+    workdir = tmp_path_factory.mktemp("fingerprint_run")
+    shutil.copytree(tiny_gemma2, workdir / "model")
+    shutil.copytree(jumprelu_dir, workdir / "sae")
+    src = pl.read_parquet(DATA / "jailbreak_classification.parquet")
+    small = pl.concat([src.filter(pl.col("split") == s).group_by("label", maintain_order=True).head(n // 2)
+                       for s, n in (("train", 24), ("test", 12))])
+    small.write_parquet(workdir / "jailbreak_small.parquet")
+    write_config(workdir, {
+        "seed": 0,
+        "device": "cpu",
+        "datasets": {"jailbreak": {"path": str(workdir / "jailbreak_small.parquet")}},
+        "models": {"tiny": {"path": str(workdir / "model"), "layers": [1], "max_length": 32}},
+        "saes": {"jumprelu": {"model": "tiny", "path": str(workdir / "sae"), "layers": [1]}},
+        "features": {"poolings": ["mean"], "binarize": [None], "hidden_states": False},
+        "probe": {"Cs": [1.0], "cv_folds": 2},
+        "tfidf": {"enabled": False},
+    })
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.mark.workflow
+def test_finished_run_plans_nothing(fp_run):
+    assert planned(fp_run) == {}
+    assert (fp_run / ".snakemake" / "saeprobe" / "fingerprints.json").exists()
+
+
+# Everything drawn from the probe tables.
+REPORT = {"fit_probe", "tables", "figures", "top_features", "report_tables", "all"}
+
+
+@pytest.mark.workflow
+def test_rewritten_model_weights_rerun_tokenize_and_below(fp_run):
+    weights = fp_run / "model" / "model.safetensors"
+    original, st = weights.read_bytes(), weights.stat()
+    rewrite_same_size(weights)
+    assert set(planned(fp_run)) == {"tokenize", "extract_activations", "encode_sae", "pool"} | REPORT
+    # The old bytes back (ctime moved again): the fingerprint is the content's, so nothing to do.
+    weights.write_bytes(original)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert planned(fp_run) == {}
+
+
+@pytest.mark.workflow
+def test_rewritten_sae_weights_rerun_encode_sae_and_below(fp_run):
+    weights = fp_run / "sae" / "sae_weights.safetensors"
+    original, st = weights.read_bytes(), weights.stat()
+    rewrite_same_size(weights)
+    try:
+        assert set(planned(fp_run)) == {"encode_sae", "pool"} | REPORT
+    finally:
+        weights.write_bytes(original)
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert planned(fp_run) == {}
