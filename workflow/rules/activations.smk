@@ -8,6 +8,7 @@ rule extract_activations:
         dataset=TEXT_DATASETS,
     params:
         settings=lambda w: extraction_settings(w.model),
+        rerun_on_weights=lambda w: weights_fingerprint(w.model),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,

@@ -18,6 +18,7 @@ rule score_behaviour:
         name=BEHAVIOUR_NAMES,
     params:
         settings=lambda w: scoring_settings(w.name),
+        rerun_on_weights=lambda w: weights_fingerprint(scorer_of(w.name)),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,

@@ -1,5 +1,7 @@
 import re
 
+from saeprobe.fingerprint import folder_fingerprint, model_fingerprint, sae_fingerprint
+
 # Helpers shared by the rules: which settings change which stage's output (used as params:,
 # so that editing one setting reruns exactly the stages it touches), and input functions.
 
@@ -44,6 +46,23 @@ def model_source(model):
     """Settings that decide which weights/tokenizer are used."""
     spec = config["models"][model]
     return {k: spec[k] for k in ("path", "hub", "package", "random", "revision") if k in spec}
+
+
+# rerun_on_* params: digest/version/commit of weights a rule reads outside its inputs, so new weights rerun it.
+def weights_fingerprint(model):
+    """Fingerprint of the weights and tokenizer of models.<model> (None for random models: their folder is an input)."""
+    return model_fingerprint(config["models"][model])
+
+
+def sae_weights_fingerprint(sae, layer):
+    """Fingerprint of saes.<sae>'s weights at ``layer`` (None for trained SAEs: their folder is an input)."""
+    return sae_fingerprint(config["saes"][sae], int(layer))
+
+
+def random_tokenizer_fingerprint(model):
+    """Fingerprint of the tokenizer folder a random model copies (None without one)."""
+    tokenizer = config["models"][model]["random"].get("tokenizer")
+    return folder_fingerprint(tokenizer) if tokenizer else None
 
 
 def model_files(wildcards):

@@ -31,6 +31,7 @@ rule tokenize:
     params:
         source=lambda w: model_source(w.model),
         max_length=lambda w: config["models"][w.model]["max_length"],
+        rerun_on_weights=lambda w: weights_fingerprint(w.model),
     resources:
         runtime=60,
     conda:
@@ -50,6 +51,7 @@ rule init_random_model:
         model=RANDOM_MODELS,
     params:
         spec=lambda w: config["models"][w.model]["random"],
+        rerun_on_tokenizer=lambda w: random_tokenizer_fingerprint(w.model),
     resources:
         runtime=30,
     conda:

@@ -83,6 +83,8 @@ if TOP_CELLS:
             datasets=sc.grid_datasets(config),
             kinds={d: sc.dataset_kind(config, d) for d in sc.grid_datasets(config)},
             sources={m: model_source(m) for m in sorted({c.model for c in TOP_CELLS})},
+            # Its tokenizers (a lambda: evaluated for this job only, not at every parse).
+            rerun_on_weights=lambda w: {m: weights_fingerprint(m) for m in sorted({c.model for c in TOP_CELLS})},
             saes={s: {k: config["saes"][s][k] for k in ("release", "sae_id") if k in config["saes"][s]}
                   for s in sorted({c.source for c in TOP_CELLS})},
         resources:

@@ -35,6 +35,7 @@ rule encode_sae:
         directory("results/features/{model}/{dataset}/{sae}/layer_{layer}.zarr"),
     params:
         sae=lambda w: sae_settings(w.sae),
+        rerun_on_weights=lambda w: sae_weights_fingerprint(w.sae, w.layer),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,

@@ -36,6 +36,7 @@ rule extract_image_activations:
         dataset=IMAGE_DATASETS,
     params:
         settings=lambda w: extraction_settings(w.model),
+        rerun_on_weights=lambda w: weights_fingerprint(w.model),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
