@@ -192,3 +192,21 @@ def test_truncated_prepared_and_tokens_parquet(tmp_path):
     with pytest.raises(CacheError) as err:
         read_token_ids(tokens, [0, 1])
     assert_names(err, tokens)
+
+
+def test_truncated_transfer_cell_and_table_parquet(tmp_path):
+    from saeprobe.io import read_parquet
+    from saeprobe.transfer_tables import TRANSFER_SCHEMA, frame, read_report, transfer_table, write_parquet
+
+    cell = {"model": "m", "dataset": "d", "source": "hidden", "family": "hidden", "layer": 0, "pooling": "mean",
+            "binarize": "raw"}
+    rows = [{"train_lang": a, "test_lang": b, "macro_f1": 0.5, "accuracy": 0.5, "n_train": 10, "n_test": 5, "C": 1.0,
+             "cv_macro_f1": 0.5, "test_missing_classes": 0} for a in "xy" for b in "xy"]
+    path = tmp_path / "mean__raw.parquet"
+    write_parquet(frame(rows, cell, TRANSFER_SCHEMA), path, {"languages": ["x", "y"]})
+    assert transfer_table([path]).height == 4 and read_report(path)["languages"] == ["x", "y"]
+    truncate(path)
+    for read in (lambda: transfer_table([path]), lambda: read_report(path), lambda: read_parquet(path)):
+        with pytest.raises(CacheError) as err:
+            read()
+        assert_names(err, path)

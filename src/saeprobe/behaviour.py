@@ -53,7 +53,7 @@ from torch import nn
 from saeprobe import data
 from saeprobe.activations import plan_batches
 from saeprobe.errors import ConfigError, DataError
-from saeprobe.io import atomic_path
+from saeprobe.io import atomic_path, reading
 from saeprobe.models import attention_kwargs, resolve_source
 
 log = logging.getLogger("saeprobe")
@@ -509,8 +509,9 @@ def write(df: pl.DataFrame, meta: dict[str, Any], path: str | Path) -> None:
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The JSON summary stored by :func:`write` (empty dict when absent)."""
-    raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
-    return json.loads(raw) if raw else {}
+    with reading(path):
+        raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+        return json.loads(raw) if raw else {}
 
 
 def score_entry(spec: dict[str, Any], name: str, model_spec: dict[str, Any], scorer: str,

@@ -124,6 +124,18 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(Path(path).read_text())
 
 
+def read_parquet(path: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """``polars.read_parquet(path, **kwargs)`` of a cached table.
+
+    Raises:
+        CacheError: the file is missing, truncated or not Parquet (see :func:`reading`).
+    """
+    import polars as pl
+
+    with reading(path):
+        return pl.read_parquet(path, **kwargs)
+
+
 def damaged(path: str | os.PathLike[str], exc: BaseException, *, part: str | None = None,
             rebuild: str | os.PathLike[str] | None = None, built: bool = True) -> CacheError:
     """The one-line :class:`CacheError` for a file whose read raised ``exc``.

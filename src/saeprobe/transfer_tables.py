@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from saeprobe.config import HIDDEN
-from saeprobe.io import atomic_path
+from saeprobe.io import atomic_path, read_parquet, reading
 from saeprobe.tables import markdown
 
 REPORT_KEY = b"saeprobe.report"
@@ -67,12 +67,13 @@ def write_parquet(df: pl.DataFrame, path: str | Path, report: dict[str, Any] | N
 
 def read_report(path: str | Path) -> dict[str, Any]:
     """The report stored by :func:`write_parquet` (empty when there is none)."""
-    meta = pq.read_schema(path).metadata or {}
-    return json.loads(meta[REPORT_KEY]) if REPORT_KEY in meta else {}
+    with reading(path):
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta[REPORT_KEY]) if REPORT_KEY in meta else {}
 
 
 def _concat(paths: Iterable[str | Path], schema: dict[str, Any]) -> pl.DataFrame:
-    parts = [pl.read_parquet(p).select(list(schema)).cast(schema) for p in paths]  # type: ignore[arg-type]
+    parts = [read_parquet(p).select(list(schema)).cast(schema) for p in paths]  # type: ignore[arg-type]
     return pl.concat(parts) if parts else pl.DataFrame(schema=schema)
 
 

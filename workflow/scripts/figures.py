@@ -1,13 +1,11 @@
 """Snakemake adapter: draw the run's figures (saeprobe.figures) as PNG + SVG."""
 from pathlib import Path
 
-import polars as pl
-
 from saeprobe import figures
-from saeprobe.io import setup_logging
+from saeprobe.io import read_parquet, setup_logging
 
 log = setup_logging(snakemake.log[0])
-tables = {name: pl.read_parquet(path) for name, path in snakemake.input.items()}
+tables = {name: read_parquet(path) for name, path in snakemake.input.items()}
 for name, table in tables.items():
     log.info("%s: %d rows", name, table.height)
 pngs = [Path(p) for p in snakemake.output if p.endswith(".png")]

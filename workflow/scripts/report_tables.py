@@ -1,7 +1,7 @@
 """Snakemake adapter: result tables as HTML pages for the Snakemake report (saeprobe.report)."""
 import polars as pl
 
-from saeprobe.io import atomic_path, setup_logging
+from saeprobe.io import atomic_path, read_parquet, setup_logging
 from saeprobe.report import table_page
 
 log = setup_logging(snakemake.log[0])
@@ -20,7 +20,7 @@ PAGES = {
                  "split, same features; C chosen by CV on the training language only.", "dataset"),
 }
 for name in snakemake.params.names:
-    df = pl.read_parquet(snakemake.input[name])
+    df = read_parquet(snakemake.input[name])
     if "selected_on" in df.columns:  # best: which selection a row is, first
         df = df.select("selected_on", pl.exclude("selected_on"))
     title, note, group = PAGES[name]

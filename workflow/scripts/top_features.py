@@ -9,7 +9,7 @@ from saeprobe import top_features as tf
 from saeprobe.config import ProbeCell
 from saeprobe.data import LABEL_NAMES_KEY
 from saeprobe.errors import DataError
-from saeprobe.io import atomic_path, reading, setup_logging
+from saeprobe.io import atomic_path, read_parquet, reading, setup_logging
 from saeprobe.models import load_tokenizer
 from saeprobe.probes import load_coef
 from saeprobe.store import CodeStore
@@ -17,8 +17,7 @@ from saeprobe.store import CodeStore
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
 settings = p.report
-with reading(snakemake.input.grid):
-    grid = pl.read_parquet(snakemake.input.grid)
+grid = read_parquet(snakemake.input.grid)
 probes = tf.best_sae_probes(grid, p.datasets)
 log.info("%d best SAE probes (one per dataset and SAE, chosen on CV macro F1)", probes.height)
 decoders = {}
