@@ -19,11 +19,15 @@ min_version("9.0")
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 if not workflow.config_settings.configfiles:
     try:
-        sc.load_yaml(DEFAULT_CONFIG)  # a YAML syntax error names the file and line
-    except ConfigError as exc:
-        raise WorkflowError(f"saeprobe: {exc}") from None
 
-    configfile: DEFAULT_CONFIG
+        configfile: DEFAULT_CONFIG
+
+    except WorkflowError:
+        try:  # Snakemake's message names no line: read it again with ours, which does
+            sc.load_yaml(DEFAULT_CONFIG)
+        except ConfigError as exc:
+            raise WorkflowError(f"saeprobe: {exc}") from None
+        raise
 
 
 report: "workflow/report/workflow.rst"
