@@ -31,7 +31,6 @@ feature gets ``https://www.neuronpedia.org/<id>/<feature>``; otherwise the link 
 from __future__ import annotations
 
 import html
-import importlib.util
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import polars as pl
 import yaml
 
 from saeprobe.errors import DataError
+from saeprobe.fingerprint import saelens_directory_file
 from saeprobe.io import reading
 from saeprobe.store import CodeStore
 
@@ -288,10 +288,9 @@ def tokenizer_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
 def _pretrained_directory() -> dict[str, Any]:
     """SAELens' ``pretrained_saes.yaml`` (the file ``get_pretrained_saes_directory()`` reads),
     parsed directly so the lookup needs no import of sae_lens/torch and no network."""
-    spec = importlib.util.find_spec("sae_lens")
-    if spec is None or spec.origin is None:
+    path = saelens_directory_file()
+    if path is None:
         return {}
-    path = Path(spec.origin).parent / "pretrained_saes.yaml"
     if not path.exists():
         log.warning("SAELens pretrained directory not found at %s: no Neuronpedia links", path)
         return {}
