@@ -1,7 +1,8 @@
 # saeprobe: sparse-autoencoder feature probes, from labelled text to tables.
 # DAG: prepare_dataset -> tokenize -> extract_activations -> (train_sae) -> encode_sae -> pool
 #      -> fit_probe -> tables; pool also reads activations (hidden-state baseline);
-#      prepare_dataset -> fit_tfidf (bag-of-words baseline). See DESIGN.md and README.md.
+#      prepare_dataset -> fit_tfidf (bag-of-words baseline). See docs/DESIGN.md and README.md.
+# Paths: saeprobe.layout; what runs (cells, units, targets): saeprobe.grid, via get_final_output().
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -57,15 +58,16 @@ include: "workflow/rules/probes.smk"
 include: "workflow/rules/behaviour.smk"
 include: "workflow/rules/vision.smk"
 include: "workflow/rules/transfer.smk"
+include: "workflow/rules/sweep.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        TARGETS,
+        get_final_output(),
 
 
 onsuccess:
-    if Path("results/tables/best.md").exists():
+    if Path(sl.path(sl.TABLE, name="best", ext="md")).exists():
         print("\nsaeprobe: tables are in results/tables/ (best.md = best configuration per dataset, grid.md = every probe)")

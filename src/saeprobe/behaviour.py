@@ -16,7 +16,7 @@ When ``prefix + prompt + option`` exceeds the model's ``max_length`` the prompt 
 **left** (the BOS kept); if even the option does not fit beside one prompt token, the option is
 cut from the right. Both are counted and logged.
 
-Output (``results/behaviour/{name}.parquet``, written by :func:`write`), one row per item in
+Output (:data:`saeprobe.layout.BEHAVIOUR`, written by :func:`write`), one row per item in
 source order (the first ``max_items`` rows):
 
 - ``text`` (str): the filled prompt — what the probes read;
@@ -558,8 +558,8 @@ def dataset_stats(name: str, scored: str | Path, prepared: str | Path) -> dict[s
     """Scorer accuracy and majority-label rates of one behaviour dataset.
 
     Args:
-        scored: ``results/behaviour/<name>.parquet`` (its metadata summary).
-        prepared: ``results/data/<name>.parquet`` (its fixed splits).
+        scored: :data:`saeprobe.layout.BEHAVIOUR` (its metadata summary).
+        prepared: :data:`saeprobe.layout.DATA` (its fixed splits).
     Returns:
         dataset, scorer_model, scorer_accuracy (all items), n_items, majority_rate (all items),
         majority_rate_test and n_test (the test split the probes are scored on).

@@ -1,12 +1,11 @@
-"""Configuration: validation against the JSON Schema, defaults, and the experiment grid.
+"""Configuration: validation against the JSON Schema, defaults, consistency checks.
 
 The schema lives in ``workflow/schemas/config.schema.yaml``. :func:`validate` fills in its
 defaults and turns schema violations into one :class:`~saeprobe.errors.ConfigError` whose
 message names every offending key, e.g. ``unknown key 'probe.cv_fold'`` or
 ``'models.minilm.layers': 'two' is not of type 'array'``.
 
-The grid helpers (:func:`probe_targets` and friends) enumerate the files a run must produce;
-the Snakefile asks for exactly those.
+What a valid config runs (its cells, units and targets) is :mod:`saeprobe.grid`.
 """
 
 from __future__ import annotations
@@ -15,19 +14,16 @@ import copy
 import difflib
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import numpy as np
 import yaml
 
+from saeprobe import layout
 from saeprobe.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-
-HIDDEN = "hidden"  # feature source name of the hidden-state baseline
 
 # Wildcard patterns of the results layout (the Snakefile's wildcard_constraints). Every config
 # value that becomes part of a file name is checked against its pattern by :func:`validate`, so
@@ -158,7 +154,7 @@ def _normalise_layers(config: dict[str, Any]) -> None:
 def _add_behaviour_datasets(config: dict[str, Any], schema: dict[str, Any]) -> None:
     """Register each ``behaviour`` entry as a dataset of the same name (idempotent).
 
-    Its file, ``results/behaviour/<name>.parquet``, is written by the ``score_behaviour`` stage
+    Its file, :data:`saeprobe.layout.BEHAVIOUR`, is written by the ``score_behaviour`` stage
     (text = the prompt, label = correct/incorrect); it is split 80/20 stratified like any
     dataset without a split column.
     """
@@ -181,30 +177,7 @@ def _add_behaviour_datasets(config: dict[str, Any], schema: dict[str, Any]) -> N
 
 def behaviour_path(name: str) -> str:
     """Where ``score_behaviour`` writes behaviour set ``name`` (a classification dataset)."""
-    return f"results/behaviour/{name}.parquet"
-
-
-def model_kind(config: dict[str, Any], model: str) -> str:
-    """``text`` or ``vision`` (a vision-language model)."""
-    return config["models"][model].get("kind", "text")
-
-
-def dataset_kind(config: dict[str, Any], dataset: str) -> str:
-    """``text`` or ``image``."""
-    return config["datasets"][dataset].get("kind", "text")
-
-
-def dataset_models(config: dict[str, Any], dataset: str) -> list[str]:
-    """Models whose features are computed on ``dataset``: its ``models`` list, else every model of its kind."""
-    spec = config["datasets"][dataset]
-    if spec.get("models"):
-        return list(spec["models"])
-    want = "vision" if dataset_kind(config, dataset) == "image" else "text"
-    return [m for m in config["models"] if model_kind(config, m) == want]
-
-
-def datasets_of_kind(config: dict[str, Any], kind: str) -> list[str]:
-    return [d for d in config["datasets"] if dataset_kind(config, d) == kind]
+    return layout.path(layout.BEHAVIOUR, name=name)
 
 
 def _check_consistency(config: dict[str, Any]) -> None:
@@ -257,7 +230,7 @@ def _check_consistency(config: dict[str, Any]) -> None:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
-# --------------------------------------------------------------------------- the grid
+# --------------------------------------------------------------------------- file names
 
 
 def _check_file_names(config: dict[str, Any]) -> None:
@@ -266,6 +239,8 @@ def _check_file_names(config: dict[str, Any]) -> None:
     Checked per list of binarization thresholds (``features``, each dataset's and behaviour
     entry's, ``transfer``, ``sweep``) and per probe cell field. Raises ConfigError naming the key.
     """
+    from saeprobe.grid import binarize_name, probe_cells, sweep_cells, transfer_cells
+
     problems = []
     lists = [("features.binarize", config["features"]["binarize"])]
     lists += [(f"datasets.{d}.binarize", s["binarize"]) for d, s in config["datasets"].items() if "binarize" in s]
@@ -299,135 +274,6 @@ def _check_file_names(config: dict[str, Any]) -> None:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(sorted(set(problems))))
 
 
-def binarize_name(threshold: float | None) -> str:
-    """File-name token for a binarization threshold: ``raw`` or ``gt<t>`` (e.g. ``gt1``, ``gt0.00001``).
-
-    Positional notation with the shortest digits that round-trip (never an exponent, which the
-    ``binarize`` wildcard does not match), so two different thresholds never share a name.
-    """
-    if threshold is None:
-        return "raw"
-    return "gt" + np.format_float_positional(float(threshold), trim="-")
-
-
-def parse_binarize(name: str) -> float | None:
-    """Inverse of :func:`binarize_name`."""
-    if name == "raw":
-        return None
-    if not name.startswith("gt"):
-        raise ValueError(f"binarization must be 'raw' or 'gt<threshold>', got {name!r}")
-    return float(name[2:])
-
-
-def sae_layers(config: dict[str, Any], sae: str) -> list[int]:
-    spec = config["saes"][sae]
-    return list(spec.get("layers") or config["models"][spec["model"]]["layers"])
-
-
-def sae_train_datasets(config: dict[str, Any], sae: str) -> list[str]:
-    """Datasets whose train split trains ``sae``: ``train.datasets``, else every dataset its model processes."""
-    chosen = config["saes"][sae].get("train", {}).get("datasets")
-    if chosen:
-        return list(chosen)
-    model = config["saes"][sae]["model"]
-    return [d for d in config["datasets"] if model in dataset_models(config, d)]
-
-
-@dataclass(frozen=True)
-class ProbeCell:
-    """One cell of the experiment grid: a probe on one pooled feature set."""
-
-    model: str
-    dataset: str
-    source: str  # SAE name, or "hidden"
-    layer: int
-    pooling: str
-    binarize: str
-
-    def path_in(self, stage: str, ext: str) -> str:
-        """``results/<stage>/<model>/<dataset>/<source>/layer_<L>/<pooling>__<binarize>.<ext>``."""
-        return (
-            f"results/{stage}/{self.model}/{self.dataset}/{self.source}/"
-            f"layer_{self.layer}/{self.pooling}__{self.binarize}.{ext}"
-        )
-
-    @property
-    def path(self) -> str:
-        return self.path_in("probes", "json")
-
-
-def feature_cells(config: dict[str, Any], dataset: str, poolings: list[str], thresholds: list[float | None],
-                  hidden_poolings: list[str]) -> list[ProbeCell]:
-    """SAE sources × layers × poolings × thresholds, then hidden states × hidden poolings, on one dataset."""
-    models = dataset_models(config, dataset)
-    cells = []
-    for sae, spec in config["saes"].items():
-        if spec["model"] not in models:
-            continue
-        for layer in sae_layers(config, sae):
-            for pooling in poolings:
-                for thr in thresholds:
-                    cells.append(ProbeCell(spec["model"], dataset, sae, layer, pooling, binarize_name(thr)))
-    for model in models:
-        for layer in config["models"][model]["layers"]:
-            for pooling in hidden_poolings:
-                cells.append(ProbeCell(model, dataset, HIDDEN, layer, pooling, "raw"))
-    return cells
-
-
-def grid_datasets(config: dict[str, Any]) -> list[str]:
-    return [d for d, spec in config["datasets"].items() if spec.get("grid", True)]
-
-
-def probe_cells(config: dict[str, Any]) -> list[ProbeCell]:
-    """Every probe of the grid: SAE sources × poolings × binarizations, plus hidden states."""
-    feats = config["features"]
-    cells = []
-    for d in grid_datasets(config):
-        spec = config["datasets"][d]
-        hidden = spec.get("hidden_poolings", feats["hidden_poolings"]) if feats["hidden_states"] else []
-        cells += feature_cells(config, d, spec.get("poolings", feats["poolings"]), spec.get("binarize", feats["binarize"]),
-                               hidden)
-    return cells
-
-
-def tfidf_datasets(config: dict[str, Any]) -> list[str]:
-    if not config["tfidf"]["enabled"]:
-        return []
-    return [d for d in grid_datasets(config) if dataset_kind(config, d) == "text"]
-
-
-def probe_targets(config: dict[str, Any]) -> list[str]:
-    """Paths of every probe result JSON, TF-IDF baselines included."""
-    return [c.path for c in probe_cells(config)] + [f"results/probes/tfidf/{d}.json" for d in tfidf_datasets(config)]
-
-
-def transfer_cells(config: dict[str, Any]) -> list[ProbeCell]:
-    """One transfer matrix per (model, dataset, source, layer, pooling, binarization)."""
-    spec = config["transfer"]
-    return [c for d in spec["datasets"]
-            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
-
-
-def transfer_targets(config: dict[str, Any]) -> list[str]:
-    return [c.path_in("transfer", "parquet") for c in transfer_cells(config)]
-
-
-def sweep_cells(config: dict[str, Any]) -> list[ProbeCell]:
-    spec = config["sweep"]
-    return [c for d in spec["datasets"]
-            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
-
-
-def sweep_targets(config: dict[str, Any]) -> list[str]:
-    """Data-size curves per feature cell, plus TF-IDF per text dataset when ``sweep.tfidf``."""
-    spec = config["sweep"]
-    paths = [c.path_in("sweeps", "parquet") for c in sweep_cells(config)]
-    if spec["tfidf"]:
-        paths += [f"results/sweeps/tfidf/{d}.parquet" for d in spec["datasets"] if dataset_kind(config, d) == "text"]
-    return paths
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m saeprobe.config FILE...``: check config files as a run would, without running.
 
@@ -452,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"config file {path}: {exc}")
             status = 1
             continue
+        from saeprobe.grid import probe_cells
+
         print(f"config file {path}: ok ({len(config['datasets'])} datasets, {len(config['models'])} models, "
               f"{len(config['saes'])} SAEs, {len(probe_cells(config))} probes)")
     return status

@@ -5,7 +5,7 @@ Every figure function takes a results table (polars) and returns a matplotlib
 ``pyplot``, no global state); :func:`save` writes it as ``<stem>.png`` and ``<stem>.svg``,
 atomically and byte-for-byte reproducibly (fixed SVG hash salt, no date stamp).
 
-Input tables (``results/tables/``), by figure:
+Input tables (:data:`saeprobe.layout.TABLE`), by figure:
 
 - ``grid.parquet`` (:data:`saeprobe.tables.GRID_COLUMNS`): :func:`f1_by_layer`,
   :func:`f1_by_width`, :func:`pooling_binarize`;
@@ -21,7 +21,7 @@ split (ties: fewer features, then table order), never on the test score; the tes
 that configuration is what is plotted (:func:`cv_best`).
 
 Which figures a run makes is decided from the configuration alone
-(:func:`saeprobe.report.figure_plan`, light to import), so Snakemake knows the outputs when it
+(:func:`saeprobe.grid.figure_plan`, light to import), so Snakemake knows the outputs when it
 builds the DAG. A figure whose table turns out to have no
 usable rows is still written, as a panel saying so.
 """
@@ -59,7 +59,7 @@ COLORS = [matplotlib.colormaps["tab10"](i) for i in range(10)]
 
 
 def make(name: str, tables: dict[str, pl.DataFrame]) -> Figure:
-    """Draw figure ``name`` (a key of :func:`saeprobe.report.figure_plan`) from the loaded ``tables``.
+    """Draw figure ``name`` (a key of :func:`saeprobe.grid.figure_plan`) from the loaded ``tables``.
 
     Raises:
         KeyError: unknown figure name, or its table missing from ``tables``.

@@ -15,7 +15,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,18 @@ def _umask_permissions(path: Path) -> None:
         for f in files:
             if not (Path(root) / f).is_symlink():
                 fix(Path(root) / f, False)
+
+
+def folder_files(paths: Iterable[str | os.PathLike[str]], ext: str) -> list[Path]:
+    """``paths`` with every folder replaced by its ``*.<ext>`` files (sorted by name); files kept as given.
+
+    The unit folders of the probe stages hold exactly the cells their job wrote: Snakemake
+    removes a ``directory()`` output before rerunning its job.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out += sorted(p.glob(f"*.{ext}")) if p.is_dir() else [p]
+    return out
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

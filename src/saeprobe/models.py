@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from saeprobe import layout
 from saeprobe.errors import ConfigError
 from saeprobe.offline import offline_hint
 from saeprobe.offline import set_offline  # noqa: F401 - re-exported (the Snakefile imports saeprobe.offline)
@@ -26,7 +27,7 @@ SOFTCAP_MODEL_TYPES = {"gemma2", "gemma3", "gemma3_text"}
 def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
     """Return what ``from_pretrained`` takes: a local folder or a hub id.
 
-    A ``random`` model lives in ``results/models/<name>`` (written by the ``init_random_model``
+    A ``random`` model lives in :data:`saeprobe.layout.MODEL` (written by the ``init_random_model``
     stage, relative to the working directory).
 
     Raises:
@@ -56,7 +57,7 @@ def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
 
 def random_model_dir(name: str) -> str:
     """Folder of a randomly initialised model built by the workflow."""
-    return f"results/models/{name}"
+    return layout.path(layout.MODEL, model=name)
 
 
 def pick_device(device: str) -> torch.device:

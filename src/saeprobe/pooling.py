@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from saeprobe import layout
+from saeprobe.errors import DataError
+from saeprobe.grid import parse_binarize
 from saeprobe.io import atomic_path, reading
 from saeprobe.store import ActivationStore, CodeStore, RaggedStore
 
@@ -155,14 +159,31 @@ def binarize(x: sp.csr_matrix | np.ndarray, threshold: float | None) -> sp.csr_m
 
 def pool_store(store: RaggedStore, pooling: str, exclude_special: bool = True, layer: int | None = None,
                block_tokens: int = 1 << 16) -> tuple[sp.csr_matrix | np.ndarray, dict[str, int]]:
-    """Pool a whole store, block by block. Rows come back in doc_id order (row i = doc i).
+    """Pool a whole store with one pooling (see :func:`pool_store_all`). Returns (matrix, stats)."""
+    matrices, stats = pool_store_all(store, [pooling], exclude_special, layer, block_tokens)
+    return matrices[pooling], stats[pooling]
+
+
+def pool_store_all(store: RaggedStore, poolings: Sequence[str], exclude_special: bool = True, layer: int | None = None,
+                   block_tokens: int = 1 << 16) -> tuple[dict[str, sp.csr_matrix | np.ndarray], dict[str, dict[str, int]]]:
+    """Pool a whole store with every pooling in one pass, block by block. Rows come back in doc_id order (row i = doc i).
+
+    Each block of documents is read once and pooled every way, so a store is read once however
+    many poolings are asked for.
 
     Args:
         store: a :class:`CodeStore` (sparse codes) or :class:`ActivationStore` (needs ``layer``).
+        poolings: names as in the module docstring.
     Returns:
-        (matrix, stats) — stats count documents and those with no pooled token.
+        ({pooling: (n_docs, n_features) float32 CSR for codes or dense array for hidden states},
+        {pooling: stats}) — stats count documents and those with an all-zero row.
+    Raises:
+        ValueError: an unknown pooling, ``top<N>`` on hidden states, or a store whose doc_id is
+            not a permutation of 0..n_docs-1.
     """
-    parts = []
+    for pooling in poolings:
+        parse_pooling(pooling)
+    parts: dict[str, list] = {p: [] for p in poolings}
     for a, b in store.doc_blocks(block_tokens):
         r0, r1 = int(store.offsets[a]), int(store.offsets[b])
         lengths = np.diff(store.offsets[a : b + 1])
@@ -170,19 +191,26 @@ def pool_store(store: RaggedStore, pooling: str, exclude_special: bool = True, l
         if exclude_special:
             keep &= ~store.special(r0, r1)
         if isinstance(store, CodeStore):
-            parts.append(pool_sparse(store.rows(r0, r1), lengths, keep, pooling))
+            rows = store.rows(r0, r1)
+            for pooling in poolings:
+                parts[pooling].append(pool_sparse(rows, lengths, keep, pooling))
         else:
             assert isinstance(store, ActivationStore) and layer is not None
-            parts.append(pool_dense(store.rows(layer, r0, r1), lengths, keep, pooling))
+            rows = store.rows(layer, r0, r1)
+            for pooling in poolings:
+                parts[pooling].append(pool_dense(rows, lengths, keep, pooling))
     inverse = np.argsort(store.doc_id, kind="stable")
     if not np.array_equal(store.doc_id[inverse], np.arange(store.n_docs)):
         raise ValueError(f"{store.path}: doc_id is not a permutation of 0..{store.n_docs - 1}")
-    if parts and sp.issparse(parts[0]):
-        matrix: sp.csr_matrix | np.ndarray = sp.vstack(parts).tocsr()[inverse]
-    else:
-        matrix = np.concatenate(parts)[inverse] if parts else np.zeros((0, 0), np.float32)
-    empty = int((matrix.getnnz(axis=1) == 0).sum()) if sp.issparse(matrix) else int((~matrix.any(axis=1)).sum())
-    return matrix, {"n_docs": store.n_docs, "n_empty_rows": empty}
+    matrices, stats = {}, {}
+    for pooling, blocks in parts.items():
+        if blocks and sp.issparse(blocks[0]):
+            matrix: sp.csr_matrix | np.ndarray = sp.vstack(blocks).tocsr()[inverse]
+        else:
+            matrix = np.concatenate(blocks)[inverse] if blocks else np.zeros((0, 0), np.float32)
+        empty = int((matrix.getnnz(axis=1) == 0).sum()) if sp.issparse(matrix) else int((~matrix.any(axis=1)).sum())
+        matrices[pooling], stats[pooling] = matrix, {"n_docs": store.n_docs, "n_empty_rows": empty}
+    return matrices, stats
 
 
 def save_pooled(path: str | Path, matrix: sp.csr_matrix | np.ndarray) -> None:
@@ -206,3 +234,23 @@ def load_pooled(path: str | Path) -> sp.csr_matrix | np.ndarray:
         if str(z["format"]) == "csr":
             return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         return z["X"]
+
+
+def load_cell(pooled: str | Path, pooling: str, binarize_name: str, n_docs: int) -> sp.csr_matrix | np.ndarray:
+    """One cell's features: pooling ``pooling`` from the unit folder ``pooled``, binarized as named.
+
+    Args:
+        pooled: a pool job's output folder (:data:`saeprobe.layout.POOLED`).
+        binarize_name: ``raw`` or ``gt<threshold>`` (:func:`saeprobe.grid.binarize_name`).
+        n_docs: documents of the prepared dataset the rows must match.
+    Returns:
+        (n_docs, n_features) float32 CSR (SAE codes) or dense array (hidden states); row i = doc_id i.
+    Raises:
+        CacheError: the pooled file is missing or damaged.
+        DataError: it has another number of rows than the dataset has documents.
+    """
+    path = layout.cell_file(str(pooled), pooling)
+    x = binarize(load_pooled(path), parse_binarize(binarize_name))
+    if x.shape[0] != n_docs:
+        raise DataError(f"{path}: {x.shape[0]} rows but the dataset has {n_docs} documents")
+    return x

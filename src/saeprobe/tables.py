@@ -17,8 +17,9 @@ from typing import Any
 
 import polars as pl
 
-from saeprobe.config import HIDDEN
-from saeprobe.io import atomic_path, read_json
+from saeprobe import layout
+from saeprobe.grid import HIDDEN
+from saeprobe.io import atomic_path, folder_files, read_json
 
 GRID_COLUMNS = [
     "dataset", "model", "family", "source", "layer", "pooling", "binarize", "C", "cv_macro_f1", "cv_macro_f1_std",
@@ -44,8 +45,13 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def grid(paths: Iterable[str | Path]) -> pl.DataFrame:
-    """All probe results as one frame (schema: :data:`GRID_COLUMNS`)."""
-    rows = [_row(read_json(p)) for p in paths]
+    """All probe results as one frame (schema: :data:`GRID_COLUMNS`).
+
+    Args:
+        paths: result JSON files, or probe unit folders (:data:`saeprobe.layout.PROBES`), whose
+            ``*.json`` cell results are read.
+    """
+    rows = [_row(read_json(p)) for p in folder_files(paths, "json")]
     schema = {
         "dataset": pl.String, "model": pl.String, "family": pl.String, "source": pl.String, "layer": pl.Int64,
         "pooling": pl.String, "binarize": pl.String, "C": pl.Float64, "cv_macro_f1": pl.Float64,
@@ -111,7 +117,7 @@ def write_table(df: pl.DataFrame, stem: str | Path, title: str = "", md: str | N
         tmp.write_text(md if md is not None else (f"# {title}\n\n" if title else "") + markdown(df))
 
 
-def stage_times(benchmark_dir: str | Path = "results/benchmarks") -> pl.DataFrame:
+def stage_times(benchmark_dir: str | Path = layout.BENCHMARKS) -> pl.DataFrame:
     """Wall time per stage from Snakemake's ``benchmark:`` files (one TSV per job).
 
     Returns:
@@ -134,7 +140,7 @@ def stage_times(benchmark_dir: str | Path = "results/benchmarks") -> pl.DataFram
     )
 
 
-if __name__ == "__main__":  # python -m saeprobe.tables [results/benchmarks]: per-stage wall time
+if __name__ == "__main__":  # python -m saeprobe.tables [BENCHMARK_DIR]: per-stage wall time
     import sys
 
     print(markdown(stage_times(*sys.argv[1:2]), float_precision=1))

@@ -1,6 +1,6 @@
 """Tokenization of a prepared dataset for one model.
 
-Output (``results/tokens/{model}/{dataset}.parquet``), one row per document, in doc_id order:
+Output (:data:`saeprobe.layout.TOKENS`), one row per document, in doc_id order:
 
 - ``doc_id`` (int64);
 - ``input_ids`` (list<int32>): with the model's special tokens (BOS for Llama/Gemma,

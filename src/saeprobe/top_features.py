@@ -20,7 +20,7 @@ smaller doc_id), so a feature that fires on every token of one long document doe
 its list with near-duplicates. Special tokens (BOS/CLS/SEP/EOS) are skipped when
 ``exclude_special`` is set (the same setting as pooling). Context text is the window of
 ``context_tokens`` tokens either side of the activating token, decoded with the model's
-tokenizer from ``results/tokens/{model}/{dataset}.parquet``, with the token marked «like
+tokenizer from :data:`saeprobe.layout.TOKENS`, with the token marked «like
 this». Image datasets have no token text: their contexts carry doc ids and positions only.
 
 Neuronpedia: for an SAE loaded from a SAELens ``release`` whose pretrained-SAE directory entry

@@ -1,4 +1,4 @@
-"""Cross-lingual transfer matrices and probe training-set size sweeps.
+"""Cross-lingual transfer matrices.
 
 **Transfer** (DESIGN.md §5; Gallifant et al. 2025 §5, cross-lingual): for every language A of a
 dataset's ``lang`` column, one probe is fitted on A's *train* rows only — C chosen by stratified
@@ -11,61 +11,24 @@ single train example, which stratified CV cannot split) is skipped, logged and c
 report; likewise a language with no test rows as a test language. Rows whose language is
 missing (null) are counted and left out.
 
-**Sweep**: per size n (train examples per class, capped at what a class has; ``None`` = the
-whole train split) and repeat r, a stratified subsample of the train split is drawn
-(:func:`subsample`), a probe is fitted on it with C chosen by CV on the subsample
-(folds = min(cv_folds, smallest class count)) and scored on the *full* test split. The
-subsample depends only on the labels, the split, ``seed``, ``n`` and ``r`` — never on the
-features — so every feature source (SAE, hidden states, TF-IDF) of a dataset is fitted on
-exactly the same documents and their curves are comparable. Subsamples are nested: for a
-given repeat, the size-n subsample is contained in the size-m subsample for every m > n.
-
-Output frames, files and the aggregated tables: :mod:`saeprobe.transfer_tables`.
+Output frames, files and the aggregated table: :mod:`saeprobe.transfer_tables`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import polars as pl
 
-from saeprobe import data
-from saeprobe.config import parse_binarize
 from saeprobe.errors import DataError
-from saeprobe.pooling import binarize, load_pooled
-from saeprobe.probes import as_features, fit_cv, fit_probe, fit_tfidf, score
+from saeprobe.probes import as_features, fit_cv, score
 
 log = logging.getLogger("saeprobe")
 
-# Salt mixed into the sweep's subsample seed so it never coincides with other uses of `seed`.
-_SWEEP_SALT = 0x5EE9
-UNUSED = "unused"  # split name of rows a sweep's probe neither fits nor scores
 
-
-def load_cell(features: str | Path, dataset: str | Path, binarize_name: str) -> tuple[Any, pl.DataFrame, list[str]]:
-    """Pooled features of one cell (binarized as named) and its prepared dataset.
-
-    Returns:
-        (x: (n_docs, n_features) CSR or dense float32, row i = doc_id i; frame sorted by doc_id; label names)
-    Raises:
-        DataError: the feature file and the dataset disagree on the number of documents.
-    """
-    frame, label_names = data.read(dataset)
-    x = binarize(load_pooled(features), parse_binarize(binarize_name))
-    if x.shape[0] != frame.height:
-        raise DataError(f"{features}: {x.shape[0]} rows but {dataset} has {frame.height} documents")
-    return x, frame, label_names
-
-
-# --------------------------------------------------------------------------- transfer
-
-
-def _train_problem(y: np.ndarray) -> str | None:
+def train_problem(y: np.ndarray) -> str | None:
     """Why rows with labels ``y`` cannot train a CV-selected probe, or None."""
     if len(y) == 0:
         return "no train rows"
@@ -125,7 +88,7 @@ def transfer_matrix(x: Any, y: np.ndarray, split: np.ndarray, lang: Sequence[str
     rows = []
     for a in languages:
         train = (lang_arr == a) & (split == "train")
-        problem = _train_problem(y[train])
+        problem = train_problem(y[train])
         if problem:
             report["skipped_train_langs"][a] = problem
             log.warning("language %s: %s; skipped as a train language", a, problem)
@@ -144,100 +107,3 @@ def transfer_matrix(x: Any, y: np.ndarray, split: np.ndarray, lang: Sequence[str
     report["n_train_langs"] = len(languages) - len(report["skipped_train_langs"])
     report["n_test_langs"] = len(test_masks)
     return rows, report
-
-
-# --------------------------------------------------------------------------- sweep
-
-
-def subsample(y: np.ndarray, split: np.ndarray, n_per_class: int | None, repeat: int, seed: int) -> np.ndarray:
-    """A seeded stratified subsample of the train split: at most ``n_per_class`` rows of each class.
-
-    One permutation of the train rows is drawn from (``seed``, ``repeat``); each class keeps its
-    first ``n_per_class`` rows in that order (all of them when it has fewer, or when
-    ``n_per_class`` is None). Hence the subsample depends only on labels, split, seed, n and
-    repeat (identical for every feature source), and sizes are nested within a repeat.
-
-    Returns:
-        (n_docs,) bool mask of the chosen train rows.
-    Raises:
-        ValueError: n_per_class < 1 or repeat < 0.
-    """
-    if n_per_class is not None and n_per_class < 1:
-        raise ValueError(f"n_per_class must be >= 1 or None, got {n_per_class}")
-    if repeat < 0:
-        raise ValueError(f"repeat must be >= 0, got {repeat}")
-    y, split = np.asarray(y), np.asarray(split)
-    train = np.flatnonzero(split == "train")
-    mask = np.zeros(len(y), dtype=bool)
-    if n_per_class is None:
-        mask[train] = True
-        return mask
-    order = np.random.default_rng([seed, repeat, _SWEEP_SALT]).permutation(train)
-    for c in np.unique(y[train]):
-        mask[order[y[order] == c][:n_per_class]] = True
-    return mask
-
-
-def subsample_id(mask: np.ndarray) -> str:
-    """Short fingerprint of a subsample (equal across feature sources iff the same documents)."""
-    return hashlib.sha1(np.flatnonzero(mask).astype(np.int64).tobytes()).hexdigest()[:12]
-
-
-def sweep(fit: Callable[[np.ndarray], dict[str, Any]], y: np.ndarray, split: np.ndarray, *,
-          sizes: Iterable[int | None], repeats: int, seed: int) -> list[dict[str, Any]]:
-    """Fit ``fit`` on a subsample per (size, repeat); return one row per pair.
-
-    Args:
-        fit: takes a split array (subsampled rows 'train', all test rows 'test', the rest
-            'unused') and returns a :func:`saeprobe.probes.fit_probe`-style result with ``C``,
-            ``n_train`` and ``test`` metrics. Equal subsamples (e.g. a size at or above every
-            class count, or the whole split in every repeat) are fitted once and reused.
-        y: (n_docs,) int labels. split: (n_docs,) split names.
-    Returns:
-        Rows with n_per_class (None = whole train split), repeat, n_train, n_test, test_macro_f1,
-        test_accuracy, C, subsample (fingerprint).
-    Raises:
-        DataError: no test rows; a subsample with a single class or a class with one example.
-        ValueError: repeats < 1 or a size < 1.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    y, split = np.asarray(y), np.asarray(split)
-    test = split == "test"
-    if not test.any():
-        raise DataError("the sweep needs test rows; the dataset has none")
-    cache: dict[bytes, dict[str, Any]] = {}
-    rows = []
-    for n in sizes:
-        for r in range(repeats):
-            mask = subsample(y, split, n, r, seed)
-            key = mask.tobytes()
-            if key not in cache:
-                problem = _train_problem(y[mask])
-                if problem:
-                    raise DataError(f"sweep size {n if n is not None else 'all'} per class, repeat {r}: {problem}")
-                result = fit(np.where(mask, "train", np.where(test, "test", UNUSED)))
-                cache[key] = result
-                log.info("n_per_class=%s repeat %d: %d train rows, C=%g, test macro F1 %.3f",
-                         n, r, int(mask.sum()), result["C"], result["test"]["macro_f1"])
-            result = cache[key]
-            rows.append({"n_per_class": n, "repeat": r, "n_train": int(mask.sum()), "n_test": result["test"]["n"],
-                         "test_macro_f1": result["test"]["macro_f1"], "test_accuracy": result["test"]["accuracy"],
-                         "C": result["C"], "subsample": subsample_id(mask)})
-    return rows
-
-
-def sweep_features(x: Any, y: np.ndarray, split: np.ndarray, *, sizes: Iterable[int | None], repeats: int,
-                   n_classes: int, probe: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    """:func:`sweep` of the CV-selected probe (:func:`fit_probe`) on pooled features ``x``."""
-    x = as_features(x)
-    return sweep(lambda s: fit_probe(x, y, s, n_classes=n_classes, seed=seed, **probe)[0], y, split,
-                 sizes=sizes, repeats=repeats, seed=seed)
-
-
-def sweep_tfidf(texts: list[str], y: np.ndarray, split: np.ndarray, *, sizes: Iterable[int | None], repeats: int,
-                n_classes: int, tfidf: dict[str, Any], probe: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    """:func:`sweep` of the TF-IDF baseline (:func:`fit_tfidf`; vocabulary fitted on each subsample only)."""
-    tfidf = {k: v for k, v in tfidf.items() if k != "enabled"}
-    return sweep(lambda s: fit_tfidf(texts, y, s, n_classes=n_classes, seed=seed, **tfidf, **probe), y, split,
-                 sizes=sizes, repeats=repeats, seed=seed)

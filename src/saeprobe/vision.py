@@ -8,7 +8,7 @@ runs on the ``tiny-paligemma`` random preset (:mod:`saeprobe.randinit`).
 
 Two stages live here:
 
-:func:`prepare` (``results/data/{dataset}.parquet``): the text datasets' columns and label-name
+:func:`prepare` (:data:`saeprobe.layout.DATA`): the text datasets' columns and label-name
 metadata (:mod:`saeprobe.data`) — ``doc_id``, ``text`` (the text prompt fed after the image,
 ``""`` by default), ``label``, ``label_name``, ``split``, ``lang`` (null), ``source_row`` — plus
 ``image`` (binary, PNG-encoded RGB). Sources: scikit-learn's digits, a local folder of class
@@ -16,7 +16,7 @@ sub-folders (optionally inside split folders), a local table (.parquet, ...) or 
 with an image column. Splits are the source's when it has them, else seeded and stratified
 (:func:`saeprobe.data._assign_splits`, exactly as for text).
 
-:func:`extract` (``results/activations/{model}/{dataset}.zarr``): the ragged store of
+:func:`extract` (:data:`saeprobe.layout.ACTIVATIONS`): the ragged store of
 :mod:`saeprobe.store` written by :func:`saeprobe.activations.extract` for text, holding for each
 image only its image-token positions (``image_seq_length`` rows per image, ``special`` False),
 so SAE training, encoding, pooling and probes run on it unchanged. Layers follow

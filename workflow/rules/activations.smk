@@ -1,9 +1,9 @@
 rule extract_activations:
     input:
-        tokens="results/tokens/{model}/{dataset}.parquet",
+        tokens=sl.TOKENS,
         model=model_files,
     output:
-        directory("results/activations/{model}/{dataset}.zarr"),
+        directory(sl.ACTIVATIONS),
     wildcard_constraints:
         dataset=TEXT_DATASETS,
     params:
@@ -17,8 +17,8 @@ rule extract_activations:
     conda:
         ENV
     log:
-        "results/logs/extract_activations/{model}/{dataset}.log",
+        sl.log("extract_activations", "{model}/{dataset}"),
     benchmark:
-        "results/benchmarks/extract_activations/{model}/{dataset}.tsv"
+        sl.benchmark("extract_activations", "{model}/{dataset}")
     script:
         "../scripts/extract_activations.py"

@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 BEHAVIOUR = list(config["behaviour"])
 BEHAVIOUR_NAMES = name_regex(BEHAVIOUR)
-BEHAVIOUR_TABLES = expand("results/tables/behaviour.{ext}", ext=["parquet", "csv", "md"])
 
 
 rule score_behaviour:
@@ -13,7 +12,7 @@ rule score_behaviour:
         mc=lambda w: config["behaviour"][w.name].get("path", []),
         model=lambda w: model_files(SimpleNamespace(model=scorer_of(w.name))),
     output:
-        "results/behaviour/{name}.parquet",
+        sl.BEHAVIOUR,
     wildcard_constraints:
         name=BEHAVIOUR_NAMES,
     params:
@@ -27,9 +26,9 @@ rule score_behaviour:
     conda:
         ENV
     log:
-        "results/logs/score_behaviour/{name}.log",
+        sl.log("score_behaviour", "{name}"),
     benchmark:
-        "results/benchmarks/score_behaviour/{name}.tsv"
+        sl.benchmark("score_behaviour", "{name}")
     script:
         "../scripts/score_behaviour.py"
 
@@ -37,10 +36,10 @@ rule score_behaviour:
 rule behaviour_table:
     input:
         probes=behaviour_probes(),
-        scored=expand("results/behaviour/{name}.parquet", name=BEHAVIOUR),
-        data=expand("results/data/{name}.parquet", name=BEHAVIOUR),
+        scored=expand(sl.BEHAVIOUR, name=BEHAVIOUR),
+        data=expand(sl.DATA, dataset=BEHAVIOUR),
     output:
-        BEHAVIOUR_TABLES,
+        sl.tables("behaviour"),
     params:
         # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
         probes=behaviour_probes(),
@@ -48,12 +47,8 @@ rule behaviour_table:
     conda:
         ENV
     log:
-        "results/logs/behaviour_table.log",
+        sl.log("behaviour_table"),
     benchmark:
-        "results/benchmarks/behaviour_table/behaviour_table.tsv"
+        sl.benchmark("behaviour_table")
     script:
         "../scripts/behaviour_table.py"
-
-
-if BEHAVIOUR:
-    TARGETS += BEHAVIOUR_TABLES

@@ -1,9 +1,20 @@
 import re
 
+import saeprobe.grid as sg
+import saeprobe.layout as sl
 from saeprobe.fingerprint import folder_fingerprint, model_fingerprint, sae_fingerprint
 
-# Helpers shared by the rules: which settings change which stage's output (used as params:,
-# so that editing one setting reruns exactly the stages it touches), and input functions.
+# Helpers shared by the rules: the plan of the run (its cells by unit, its targets: saeprobe.grid),
+# which settings change which stage's output (used as params:, so that editing one setting
+# reruns exactly the stages it touches), and input functions. Paths: saeprobe.layout only.
+
+PLAN = sg.Plan(config)
+
+
+def get_final_output():
+    """Every file `rule all` builds: one function of the config (saeprobe.grid.Plan.final_output)."""
+    return PLAN.final_output()
+
 
 # Software environment of every rule (used with --software-deployment-method conda).
 ENV = "../../environment.yml"
@@ -13,19 +24,13 @@ ENV = "../../environment.yml"
 # set-threads or --max-threads changes it.
 TORCH_THREADS = workflow.resource_settings.cores or 8
 
-TABLES = expand("results/tables/{name}.{ext}", name=["grid", "best"], ext=["parquet", "csv", "md"])
-
-# What `rule all` builds; each rule file adds the outputs its stages contribute.
-TARGETS = list(TABLES)
-
-
 def name_regex(names):
     """Wildcard constraint matching exactly these names (nothing when the list is empty)."""
     return "(" + "|".join(re.escape(n) for n in names) + ")" if names else "(?!)"
 
 
-TEXT_DATASETS = name_regex(sc.datasets_of_kind(config, "text"))
-IMAGE_DATASETS = name_regex(sc.datasets_of_kind(config, "image"))
+TEXT_DATASETS = name_regex(sg.datasets_of_kind(config, "text"))
+IMAGE_DATASETS = name_regex(sg.datasets_of_kind(config, "image"))
 RANDOM_MODELS = name_regex([m for m, spec in config["models"].items() if "random" in spec])
 
 
@@ -68,7 +73,7 @@ def random_tokenizer_fingerprint(model):
 def model_files(wildcards):
     """The model folder when the workflow builds it (random models), else nothing."""
     spec = config["models"][wildcards.model]
-    return f"results/models/{wildcards.model}" if "random" in spec else []
+    return sl.path(sl.MODEL, model=wildcards.model) if "random" in spec else []
 
 
 def extraction_settings(model):
@@ -86,16 +91,23 @@ def sae_settings(sae):
 def sae_inputs(wildcards):
     spec = config["saes"][wildcards.sae]
     if "train" in spec:
-        return f"results/saes/{wildcards.sae}/layer_{wildcards.layer}"
+        return sl.path(sl.SAE, sae=wildcards.sae, layer=wildcards.layer)
     if "path" in spec:
         return spec["path"].format(layer=wildcards.layer)
     return []
 
 
 def pooled_source(wildcards):
-    if wildcards.source == sc.HIDDEN:
-        return f"results/activations/{wildcards.model}/{wildcards.dataset}.zarr"
-    return f"results/features/{wildcards.model}/{wildcards.dataset}/{wildcards.source}/layer_{wildcards.layer}.zarr"
+    """The store a pool job reads: the activations (hidden-state source) or the SAE's codes."""
+    if wildcards.source == sg.HIDDEN:
+        return sl.path(sl.ACTIVATIONS, model=wildcards.model, dataset=wildcards.dataset)
+    return sl.path(sl.CODES, model=wildcards.model, dataset=wildcards.dataset, sae=wildcards.source,
+                   layer=wildcards.layer)
+
+
+def unit_cells(stage):
+    """Input function: the [pooling, binarize] cells of `stage` on the job's unit (saeprobe.grid.Plan)."""
+    return lambda w: PLAN.cell_names(stage, sg.unit_of(w))
 
 
 # --- behaviour probing (workflow/rules/behaviour.smk)
@@ -120,8 +132,5 @@ def scoring_settings(name):
 
 
 def behaviour_probes():
-    """Probe result JSONs of the behaviour datasets (feature grid, plus TF-IDF when enabled)."""
-    paths = [c.path for c in sc.probe_cells(config) if c.dataset in config["behaviour"]]
-    if config["tfidf"]["enabled"]:
-        paths += [f"results/probes/tfidf/{name}.json" for name in config["behaviour"]]
-    return paths
+    """Probe unit folders and TF-IDF results of the behaviour datasets."""
+    return PLAN.probe_inputs(list(config["behaviour"]))

@@ -2,7 +2,7 @@ rule prepare_dataset:
     input:
         lambda w: config["datasets"][w.dataset].get("path", []),
     output:
-        "results/data/{dataset}.parquet",
+        sl.DATA,
     wildcard_constraints:
         dataset=TEXT_DATASETS,
     params:
@@ -13,19 +13,19 @@ rule prepare_dataset:
     conda:
         ENV
     log:
-        "results/logs/prepare_dataset/{dataset}.log",
+        sl.log("prepare_dataset", "{dataset}"),
     benchmark:
-        "results/benchmarks/prepare_dataset/{dataset}.tsv"
+        sl.benchmark("prepare_dataset", "{dataset}")
     script:
         "../scripts/prepare_dataset.py"
 
 
 rule tokenize:
     input:
-        data="results/data/{dataset}.parquet",
+        data=sl.DATA,
         model=model_files,
     output:
-        "results/tokens/{model}/{dataset}.parquet",
+        sl.TOKENS,
     wildcard_constraints:
         dataset=TEXT_DATASETS,
     params:
@@ -37,16 +37,16 @@ rule tokenize:
     conda:
         ENV
     log:
-        "results/logs/tokenize/{model}/{dataset}.log",
+        sl.log("tokenize", "{model}/{dataset}"),
     benchmark:
-        "results/benchmarks/tokenize/{model}/{dataset}.tsv"
+        sl.benchmark("tokenize", "{model}/{dataset}")
     script:
         "../scripts/tokenize.py"
 
 
 rule init_random_model:
     output:
-        directory("results/models/{model}"),
+        directory(sl.MODEL),
     wildcard_constraints:
         model=RANDOM_MODELS,
     params:
@@ -57,8 +57,8 @@ rule init_random_model:
     conda:
         ENV
     log:
-        "results/logs/init_random_model/{model}.log",
+        sl.log("init_random_model", "{model}"),
     benchmark:
-        "results/benchmarks/init_random_model/{model}.tsv"
+        sl.benchmark("init_random_model", "{model}")
     script:
         "../scripts/init_random_model.py"

@@ -1,9 +1,12 @@
+# One pool job per feature store (model, dataset, source, layer): reads the store once and writes
+# every pooling a stage needs from it (grid, transfer, sweep), one file each.
 rule pool:
     input:
         pooled_source,
     output:
-        "results/pooled/{model}/{dataset}/{source}/layer_{layer}/{pooling}.npz",
+        directory(sl.POOLED),
     params:
+        poolings=lambda w: PLAN.poolings(sg.unit_of(w)),
         exclude_special=config["features"]["exclude_special_tokens"],
     resources:
         mem_mb=4000,
@@ -11,8 +14,8 @@ rule pool:
     conda:
         ENV
     log:
-        "results/logs/pool/{model}/{dataset}/{source}/layer_{layer}/{pooling}.log",
+        sl.log("pool", sl.UNIT),
     benchmark:
-        "results/benchmarks/pool/{model}/{dataset}/{source}/layer_{layer}/{pooling}.tsv"
+        sl.benchmark("pool", sl.UNIT)
     script:
         "../scripts/pool.py"

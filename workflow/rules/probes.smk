@@ -1,11 +1,13 @@
+# One fit_probe job per feature store: every (pooling, binarization) cell of the grid on it, one
+# result JSON and one coefficient file per cell in the unit's folder (saeprobe.layout.PROBES).
 rule fit_probe:
     input:
-        features="results/pooled/{model}/{dataset}/{source}/layer_{layer}/{pooling}.npz",
-        data="results/data/{dataset}.parquet",
+        features=sl.POOLED,
+        data=sl.DATA,
     output:
-        result="results/probes/{model}/{dataset}/{source}/layer_{layer}/{pooling}__{binarize}.json",
-        coef="results/probes/{model}/{dataset}/{source}/layer_{layer}/{pooling}__{binarize}.coef.npz",
+        directory(sl.PROBES),
     params:
+        cells=unit_cells("grid"),
         probe=config["probe"],
         seed=config["seed"],
     resources:
@@ -14,18 +16,18 @@ rule fit_probe:
     conda:
         ENV
     log:
-        "results/logs/fit_probe/{model}/{dataset}/{source}/layer_{layer}/{pooling}__{binarize}.log",
+        sl.log("fit_probe", sl.UNIT),
     benchmark:
-        "results/benchmarks/fit_probe/{model}/{dataset}/{source}/layer_{layer}/{pooling}__{binarize}.tsv"
+        sl.benchmark("fit_probe", sl.UNIT)
     script:
         "../scripts/fit_probe.py"
 
 
 rule fit_tfidf:
     input:
-        "results/data/{dataset}.parquet",
+        sl.DATA,
     output:
-        "results/probes/tfidf/{dataset}.json",
+        sl.TFIDF,
     params:
         tfidf=config["tfidf"],
         probe=config["probe"],
@@ -35,8 +37,28 @@ rule fit_tfidf:
     conda:
         ENV
     log:
-        "results/logs/fit_tfidf/{dataset}.log",
+        sl.log("fit_tfidf", "{dataset}"),
     benchmark:
-        "results/benchmarks/fit_tfidf/{dataset}.tsv"
+        sl.benchmark("fit_tfidf", "{dataset}")
     script:
         "../scripts/fit_tfidf.py"
+
+
+rule tables:
+    input:
+        PLAN.probe_inputs(),
+    output:
+        sl.tables("grid") + sl.tables("best"),
+    params:
+        # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
+        probes=PLAN.probe_inputs(),
+    resources:
+        runtime=15,
+    conda:
+        ENV
+    log:
+        sl.log("tables"),
+    benchmark:
+        sl.benchmark("tables")
+    script:
+        "../scripts/tables.py"

@@ -1,134 +1,83 @@
-# Tables, figures, top SAE features, and what `snakemake --report results/report.html` shows.
-# Which figures exist is decided from the config alone (saeprobe.report.figure_plan), so every
-# output is known when the DAG is built. Captions live in workflow/report/ (paths below are
-# relative to this file); the report's front page is workflow/report/workflow.rst.
-import saeprobe.report as sr
+# Figures, top SAE features, and what `snakemake --report results/report.html` shows. Which
+# figures, pages and top-feature cells exist is decided from the config alone (saeprobe.grid.Plan),
+# so every output is known when the DAG is built; rules whose list is empty are simply never
+# asked for. Captions live in workflow/report/ (paths below are relative to this file); the
+# report's front page is workflow/report/workflow.rst.
+FIGURE_SUBCATEGORY = {"grid": "Probe grid", "transfer": "Cross-lingual transfer", "sweep": "Training-set size",
+                      "behaviour": "Behaviour"}
+FIGURE_CAPTIONS = {name: "transfer" if table == "transfer" else name for name, table in PLAN.figures.items()}
 
 
-rule tables:
+rule figures:
     input:
-        sc.probe_targets(config),
+        **{table: sl.path(sl.TABLE, name=table, ext="parquet") for table in dict.fromkeys(PLAN.figures.values())},
     output:
-        TABLES,
+        # The PNG is shown in the report with its caption; the SVG is for papers.
+        [report(sl.path(sl.FIGURE, name=name, ext="png"), caption=f"../report/{FIGURE_CAPTIONS[name]}.rst",
+                category="Figures", subcategory=FIGURE_SUBCATEGORY[table], labels={"figure": name})
+         for name, table in PLAN.figures.items()],
+        [sl.path(sl.FIGURE, name=name, ext="svg") for name in PLAN.figures],
     params:
-        # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
-        probes=sc.probe_targets(config),
+        names=list(PLAN.figures),
     resources:
-        runtime=15,
+        mem_mb=2000,
     conda:
         ENV
     log:
-        "results/logs/tables.log",
+        sl.log("figures"),
     benchmark:
-        "results/benchmarks/tables/tables.tsv"
+        sl.benchmark("figures")
     script:
-        "../scripts/tables.py"
+        "../scripts/figures.py"
 
 
-# --------------------------------------------------------------------------- figures
-
-FIGURES = sr.figure_plan(config)
-FIGURE_SUBCATEGORY = {"grid": "Probe grid", "transfer": "Cross-lingual transfer", "sweep": "Training-set size",
-                      "behaviour": "Behaviour"}
-FIGURE_CAPTIONS = {name: "transfer" if table == "transfer" else name for name, table in FIGURES.items()}
-
-
-if FIGURES:
-    TARGETS += expand("results/figures/{name}.{ext}", name=list(FIGURES), ext=["png", "svg"])
-
-    rule figures:
-        input:
-            **{table: sr.TABLE_PATHS[table] for table in dict.fromkeys(FIGURES.values())},
-        output:
-            # The PNG is shown in the report with its caption; the SVG is for papers.
-            [report(f"results/figures/{name}.png", caption=f"../report/{FIGURE_CAPTIONS[name]}.rst", category="Figures",
-                    subcategory=FIGURE_SUBCATEGORY[table], labels={"figure": name}) for name, table in FIGURES.items()],
-            [f"results/figures/{name}.svg" for name in FIGURES],
-        params:
-            names=list(FIGURES),
-        resources:
-            mem_mb=2000,
-        conda:
-            ENV
-        log:
-            "results/logs/figures.log",
-        benchmark:
-            "results/benchmarks/figures/figures.tsv"
-        script:
-            "../scripts/figures.py"
-
-
-# --------------------------------------------------------------------------- top SAE features
-
-TOP_CELLS = sr.top_feature_cells(config)
-
-
-TOP_FEATURES = expand("results/tables/top_features.{ext}", ext=["parquet", "md", "html"])
-
-if TOP_CELLS:
-    TARGETS += TOP_FEATURES
-
-    rule top_features:
-        input:
-            # Which probe is best is known only once grid.parquet exists: every SAE cell's files are inputs.
-            **sr.top_feature_inputs(config),
-        output:
-            parquet="results/tables/top_features.parquet",
-            md="results/tables/top_features.md",
-            html=report("results/tables/top_features.html", caption="../report/top_features.rst",
-                        category="Top SAE features"),
-        params:
-            report=config["report"],
-            exclude_special=config["features"]["exclude_special_tokens"],
-            datasets=sc.grid_datasets(config),
-            kinds={d: sc.dataset_kind(config, d) for d in sc.grid_datasets(config)},
-            sources={m: model_source(m) for m in sorted({c.model for c in TOP_CELLS})},
-            # Its tokenizers (a lambda: evaluated for this job only, not at every parse).
-            rerun_on_weights=lambda w: {m: weights_fingerprint(m) for m in sorted({c.model for c in TOP_CELLS})},
-            saes={s: {k: config["saes"][s][k] for k in ("release", "sae_id") if k in config["saes"][s]}
-                  for s in sorted({c.source for c in TOP_CELLS})},
-        resources:
-            mem_mb=4000,
-        conda:
-            ENV
-        log:
-            "results/logs/top_features.log",
-        benchmark:
-            "results/benchmarks/top_features/top_features.tsv"
-        script:
-            "../scripts/top_features.py"
-
-
-# --------------------------------------------------------------------------- tables as report pages
-
-REPORT_TABLES = {"best": "results/tables/best.parquet"}
-if config.get("behaviour"):
-    REPORT_TABLES["behaviour"] = "results/tables/behaviour.parquet"
-if sc.transfer_targets(config):
-    REPORT_TABLES["transfer"] = "results/tables/transfer.parquet"
-# CSV downloads offered in the report beside the pages (flagged inputs of report_tables).
-REPORT_DOWNLOADS = {"grid": "results/tables/grid.csv"}
-if sc.sweep_targets(config):
-    REPORT_DOWNLOADS["sweep"] = "results/tables/sweep.csv"
-
-TARGETS += [f"results/report/{name}.html" for name in REPORT_TABLES]
+rule top_features:
+    input:
+        # Which probe is best is known only once grid.parquet exists: every SAE unit's files are inputs.
+        **PLAN.top_feature_inputs(),
+    output:
+        parquet=sl.path(sl.TOP_FEATURES, ext="parquet"),
+        md=sl.path(sl.TOP_FEATURES, ext="md"),
+        html=report(sl.path(sl.TOP_FEATURES, ext="html"), caption="../report/top_features.rst",
+                    category="Top SAE features"),
+    params:
+        report=config["report"],
+        exclude_special=config["features"]["exclude_special_tokens"],
+        datasets=sg.grid_datasets(config),
+        kinds={d: sg.dataset_kind(config, d) for d in sg.grid_datasets(config)},
+        sources={m: model_source(m) for m in sorted({c.model for c in PLAN.top_feature_cells})},
+        # Its tokenizers (a lambda: evaluated for this job only, not at every parse).
+        rerun_on_weights=lambda w: {m: weights_fingerprint(m) for m in sorted({c.model for c in PLAN.top_feature_cells})},
+        saes={s: {k: config["saes"][s][k] for k in ("release", "sae_id") if k in config["saes"][s]}
+              for s in sorted({c.source for c in PLAN.top_feature_cells})},
+    resources:
+        mem_mb=4000,
+    conda:
+        ENV
+    log:
+        sl.log("top_features"),
+    benchmark:
+        sl.benchmark("top_features")
+    script:
+        "../scripts/top_features.py"
 
 
 rule report_tables:
     input:
-        **REPORT_TABLES,
+        **PLAN.report_pages,
+        # CSV downloads offered in the report beside the pages.
         **{f"{name}_csv": report(path, caption=f"../report/{name}_csv.rst", category="Tables",
-                                 subcategory="Downloads (CSV)") for name, path in REPORT_DOWNLOADS.items()},
+                                 subcategory="Downloads (CSV)") for name, path in PLAN.report_downloads.items()},
     output:
-        **{name: report(f"results/report/{name}.html", caption=f"../report/table_{name}.rst", category="Tables",
-                        subcategory="Summary tables") for name in REPORT_TABLES},
+        **{name: report(sl.path(sl.REPORT_PAGE, name=name), caption=f"../report/table_{name}.rst", category="Tables",
+                        subcategory="Summary tables") for name in PLAN.report_pages},
     params:
-        names=list(REPORT_TABLES),
+        names=list(PLAN.report_pages),
     conda:
         ENV
     log:
-        "results/logs/report_tables.log",
+        sl.log("report_tables"),
     benchmark:
-        "results/benchmarks/report_tables/report_tables.tsv"
+        sl.benchmark("report_tables")
     script:
         "../scripts/report_tables.py"

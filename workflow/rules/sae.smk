@@ -1,13 +1,13 @@
 rule train_sae:
     input:
         activations=lambda w: expand(
-            "results/activations/{model}/{dataset}.zarr",
+            sl.ACTIVATIONS,
             model=model_of(w.sae),
-            dataset=sc.sae_train_datasets(config, w.sae),
+            dataset=sg.sae_train_datasets(config, w.sae),
         ),
-        data=lambda w: expand("results/data/{dataset}.parquet", dataset=sc.sae_train_datasets(config, w.sae)),
+        data=lambda w: expand(sl.DATA, dataset=sg.sae_train_datasets(config, w.sae)),
     output:
-        directory("results/saes/{sae}/layer_{layer}"),
+        directory(sl.SAE),
     params:
         train=lambda w: config["saes"][w.sae]["train"],
         seed=config["seed"],
@@ -19,20 +19,20 @@ rule train_sae:
     conda:
         ENV
     log:
-        "results/logs/train_sae/{sae}/layer_{layer}.log",
+        sl.log("train_sae", "{sae}/layer_{layer}"),
     benchmark:
-        "results/benchmarks/train_sae/{sae}/layer_{layer}.tsv"
+        sl.benchmark("train_sae", "{sae}/layer_{layer}")
     script:
         "../scripts/train_sae.py"
 
 
 rule encode_sae:
     input:
-        activations="results/activations/{model}/{dataset}.zarr",
-        data="results/data/{dataset}.parquet",
+        activations=sl.ACTIVATIONS,
+        data=sl.DATA,
         sae=sae_inputs,
     output:
-        directory("results/features/{model}/{dataset}/{sae}/layer_{layer}.zarr"),
+        directory(sl.CODES),
     params:
         sae=lambda w: sae_settings(w.sae),
         rerun_on_weights=lambda w: sae_weights_fingerprint(w.sae, w.layer),
@@ -44,8 +44,8 @@ rule encode_sae:
     conda:
         ENV
     log:
-        "results/logs/encode_sae/{model}/{dataset}/{sae}/layer_{layer}.log",
+        sl.log("encode_sae", "{model}/{dataset}/{sae}/layer_{layer}"),
     benchmark:
-        "results/benchmarks/encode_sae/{model}/{dataset}/{sae}/layer_{layer}.tsv"
+        sl.benchmark("encode_sae", "{model}/{dataset}/{sae}/layer_{layer}")
     script:
         "../scripts/encode_sae.py"

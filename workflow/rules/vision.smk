@@ -7,7 +7,7 @@ rule prepare_images:
     input:
         lambda w: config["datasets"][w.dataset].get("path", []),
     output:
-        "results/data/{dataset}.parquet",
+        sl.DATA,
     wildcard_constraints:
         dataset=IMAGE_DATASETS,
     params:
@@ -19,19 +19,19 @@ rule prepare_images:
     conda:
         ENV
     log:
-        "results/logs/prepare_images/{dataset}.log",
+        sl.log("prepare_images", "{dataset}"),
     benchmark:
-        "results/benchmarks/prepare_images/{dataset}.tsv"
+        sl.benchmark("prepare_images", "{dataset}")
     script:
         "../scripts/prepare_images.py"
 
 
 rule extract_image_activations:
     input:
-        data="results/data/{dataset}.parquet",
+        data=sl.DATA,
         model=model_files,
     output:
-        directory("results/activations/{model}/{dataset}.zarr"),
+        directory(sl.ACTIVATIONS),
     wildcard_constraints:
         dataset=IMAGE_DATASETS,
     params:
@@ -45,8 +45,8 @@ rule extract_image_activations:
     conda:
         ENV
     log:
-        "results/logs/extract_image_activations/{model}/{dataset}.log",
+        sl.log("extract_image_activations", "{model}/{dataset}"),
     benchmark:
-        "results/benchmarks/extract_image_activations/{model}/{dataset}.tsv"
+        sl.benchmark("extract_image_activations", "{model}/{dataset}")
     script:
         "../scripts/extract_image_activations.py"

@@ -1,27 +1,28 @@
-"""Snakemake adapter: fit one linear probe with CV-selected C (saeprobe.probes)."""
+"""Snakemake adapter: fit the linear probes of one feature store, C chosen by CV per cell (saeprobe.probes)."""
 from saeprobe import data
-from saeprobe.config import parse_binarize
-from saeprobe.io import setup_logging, write_json
-from saeprobe.pooling import binarize, load_pooled
+from saeprobe.grid import parse_binarize
+from saeprobe.io import atomic_path, setup_logging, write_json
+from saeprobe.layout import cell_file
+from saeprobe.pooling import load_cell
 from saeprobe.probes import fit_probe, save_coef
 
 log = setup_logging(snakemake.log[0])
-w = snakemake.wildcards
+w, p = snakemake.wildcards, snakemake.params
 frame, label_names = data.read(snakemake.input.data)
-threshold = parse_binarize(w.binarize)
-x = binarize(load_pooled(snakemake.input.features), threshold)
-if x.shape[0] != frame.height:
-    raise ValueError(f"{snakemake.input.features}: {x.shape[0]} rows but the dataset has {frame.height} documents")
-result, coef, intercept = fit_probe(x, frame["label"].to_numpy(), frame["split"].to_numpy(),
-                                    n_classes=len(label_names), seed=snakemake.params.seed, **snakemake.params.probe)
-result.update(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=w.pooling,
-              binarize=w.binarize, threshold=threshold, label_names=label_names, seed=snakemake.params.seed)
-save_coef(snakemake.output.coef, coef, intercept, label_names)
-write_json(snakemake.output.result, result)
-for split_name in ("validation", "test"):
-    missing = (result.get(split_name) or {}).get("missing_classes")
-    if missing:
-        log.warning("the %s split has no rows of classes %s: its macro F1 averages over all %d classes, these count 0",
-                    split_name, [label_names[i] for i in missing], len(label_names))
-log.info("C=%g cv macro F1 %.3f; test macro F1 %.3f, accuracy %.3f", result["C"], result["cv_macro_f1"],
-         result["test"]["macro_f1"], result["test"]["accuracy"])
+y, split = frame["label"].to_numpy(), frame["split"].to_numpy()
+with atomic_path(snakemake.output[0], directory=True) as out:
+    for pooling, binarize in p.cells:
+        x = load_cell(snakemake.input.features, pooling, binarize, frame.height)
+        result, coef, intercept = fit_probe(x, y, split, n_classes=len(label_names), seed=p.seed, **p.probe)
+        result.update(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=pooling,
+                      binarize=binarize, threshold=parse_binarize(binarize), label_names=label_names, seed=p.seed)
+        save_coef(cell_file(str(out), pooling, binarize, "coef.npz"), coef, intercept, label_names)
+        write_json(cell_file(str(out), pooling, binarize, "json"), result)
+        for split_name in ("validation", "test"):
+            missing = (result.get(split_name) or {}).get("missing_classes")
+            if missing:
+                log.warning("%s__%s: the %s split has no rows of classes %s: its macro F1 averages over all %d "
+                            "classes, these count 0", pooling, binarize, split_name,
+                            [label_names[i] for i in missing], len(label_names))
+        log.info("%s__%s: C=%g cv macro F1 %.3f; test macro F1 %.3f, accuracy %.3f", pooling, binarize, result["C"],
+                 result["cv_macro_f1"], result["test"]["macro_f1"], result["test"]["accuracy"])

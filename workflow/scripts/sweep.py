@@ -1,27 +1,27 @@
-"""Snakemake adapter: training-set size sweep of one feature cell or of the TF-IDF baseline (saeprobe.transfer)."""
-from saeprobe import data as sdata
+"""Snakemake adapter: training-set size sweeps of the cells of one feature store (saeprobe.sweep)."""
+from saeprobe import data
+from saeprobe.cell_tables import frame, write_parquet
 from saeprobe.errors import DataError
-from saeprobe.io import setup_logging
-from saeprobe.transfer import load_cell, sweep_features, sweep_tfidf
-from saeprobe.transfer_tables import SWEEP_SCHEMA, frame, write_parquet
+from saeprobe.io import atomic_path, setup_logging
+from saeprobe.layout import cell_file
+from saeprobe.pooling import load_cell
+from saeprobe.sweep import sweep_features
+from saeprobe.sweep_tables import SWEEP_SCHEMA
 
 log = setup_logging(snakemake.log[0])
-w = snakemake.wildcards
-p = snakemake.params
-kw = dict(sizes=p.sizes, repeats=p.repeats, probe=p.probe, seed=p.seed)
-try:
-    if snakemake.rule == "sweep_tfidf":
-        data, label_names = sdata.read(snakemake.input.data)
-        rows = sweep_tfidf(data["text"].to_list(), data["label"].to_numpy(), data["split"].to_numpy(),
-                           n_classes=len(label_names), tfidf=p.tfidf, **kw)
-        cell = dict(model=None, dataset=w.dataset, source="tfidf", layer=None, pooling=None, binarize=None)
-    else:
-        x, data, label_names = load_cell(snakemake.input.features, snakemake.input.data, w.binarize)
-        rows = sweep_features(x, data["label"].to_numpy(), data["split"].to_numpy(), n_classes=len(label_names), **kw)
-        cell = dict(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=w.pooling,
-                    binarize=w.binarize)
-except DataError as exc:
-    raise DataError(f"sweep on {', '.join(map(str, snakemake.input))}: {exc}") from None
-write_parquet(frame(rows, cell, SWEEP_SCHEMA), snakemake.output[0],
-              {"sizes": p.sizes, "repeats": p.repeats, "seed": p.seed, "label_names": label_names})
-log.info("%d sweep rows written", len(rows))
+w, p = snakemake.wildcards, snakemake.params
+dataset, label_names = data.read(snakemake.input.data)
+with atomic_path(snakemake.output[0], directory=True) as out:
+    for pooling, binarize in p.cells:
+        x = load_cell(snakemake.input.features, pooling, binarize, dataset.height)
+        try:
+            rows = sweep_features(x, dataset["label"].to_numpy(), dataset["split"].to_numpy(),
+                                  n_classes=len(label_names), sizes=p.sizes, repeats=p.repeats, probe=p.probe,
+                                  seed=p.seed)
+        except DataError as exc:
+            raise DataError(f"sweep on {snakemake.input.features} {pooling}__{binarize}: {exc}") from None
+        cell = dict(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=pooling,
+                    binarize=binarize)
+        write_parquet(frame(rows, cell, SWEEP_SCHEMA), cell_file(str(out), pooling, binarize, "parquet"),
+                      {"sizes": p.sizes, "repeats": p.repeats, "seed": p.seed, "label_names": label_names})
+        log.info("%s__%s: %d sweep rows written", pooling, binarize, len(rows))

@@ -6,7 +6,8 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from saeprobe import top_features as tf
-from saeprobe.config import ProbeCell
+from saeprobe import layout
+from saeprobe.grid import ProbeCell
 from saeprobe.data import LABEL_NAMES_KEY
 from saeprobe.errors import DataError
 from saeprobe.io import atomic_path, read_parquet, reading, setup_logging
@@ -20,22 +21,34 @@ settings = p.report
 grid = read_parquet(snakemake.input.grid)
 probes = tf.best_sae_probes(grid, p.datasets)
 log.info("%d best SAE probes (one per dataset and SAE, chosen on CV macro F1)", probes.height)
+inputs = {name: set(map(str, snakemake.input[name])) for name in ("probes", "codes", "data", "tokens")}
+
+
+def declared(kind, path):
+    """``path`` if it is one of this job's declared inputs of ``kind`` (else the plan and the layout disagree)."""
+    if path not in inputs[kind]:
+        raise RuntimeError(f"top_features: {path} is not among the declared {kind} inputs (saeprobe.grid.Plan)")
+    return path
+
+
 decoders = {}
 rows = []
 for probe in probes.iter_rows(named=True):
     cell = ProbeCell(probe["model"], probe["dataset"], probe["source"], probe["layer"], probe["pooling"], probe["binarize"])
-    coef_path = cell.path_in("probes", "coef.npz")
+    declared("probes", layout.unit_path(layout.PROBES, cell))
+    coef_path = cell.file_in(layout.PROBES, "coef.npz")
     coef, _, label_names = load_coef(coef_path)
-    data_path = f"results/data/{cell.dataset}.parquet"
+    data_path = declared("data", layout.path(layout.DATA, dataset=cell.dataset))
     with reading(data_path):
         stored_names = json.loads((pq.read_schema(data_path).metadata or {}).get(LABEL_NAMES_KEY, b"[]"))
         docs = pl.read_parquet(data_path, columns=["doc_id", "label", "split"])
     if stored_names and stored_names != label_names:
         raise DataError(f"{coef_path}: label names {label_names} differ from {data_path}'s {stored_names}")
-    store = CodeStore(f"results/features/{cell.model}/{cell.dataset}/{cell.source}/layer_{cell.layer}.zarr")
+    store = CodeStore(declared("codes", layout.path(layout.CODES, model=cell.model, dataset=cell.dataset,
+                                                    sae=cell.source, layer=cell.layer)))
     tokens_path = decode = None
     if p.kinds[cell.dataset] == "text":
-        tokens_path = f"results/tokens/{cell.model}/{cell.dataset}.parquet"
+        tokens_path = declared("tokens", layout.path(layout.TOKENS, model=cell.model, dataset=cell.dataset))
         if cell.model not in decoders:
             decoders[cell.model] = tf.tokenizer_decoder(load_tokenizer(p.sources[cell.model], cell.model))
         decode = decoders[cell.model]

@@ -2,7 +2,7 @@
 import torch
 
 from saeprobe import data
-from saeprobe.config import sae_train_datasets
+from saeprobe.grid import sae_train_datasets
 from saeprobe.io import atomic_path, setup_logging, write_json
 from saeprobe.models import pick_device
 from saeprobe.sae import collect_vectors, train_topk

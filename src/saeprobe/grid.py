@@ -1,0 +1,344 @@
+"""The experiment grid and the run's targets, decided from a validated config alone.
+
+A *cell* is one probe: (model, dataset, feature source, layer, pooling, binarization); a *unit*
+is the feature store the cells of one (model, dataset, source, layer) share, and the job unit of
+the pool, fit_probe, transfer and sweep stages (each reads its store or pooled file once and
+writes one folder of cell files, see :mod:`saeprobe.layout`). :func:`final_output` lists every
+file ``rule all`` builds; :class:`Plan` indexes the cells by unit for the rules.
+
+Imported by the Snakefile: nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from saeprobe import layout
+
+HIDDEN = "hidden"  # feature source name of the hidden-state baseline
+
+
+def model_kind(config: dict[str, Any], model: str) -> str:
+    """``text`` or ``vision`` (a vision-language model)."""
+    return config["models"][model].get("kind", "text")
+
+
+def dataset_kind(config: dict[str, Any], dataset: str) -> str:
+    """``text`` or ``image``."""
+    return config["datasets"][dataset].get("kind", "text")
+
+
+def dataset_models(config: dict[str, Any], dataset: str) -> list[str]:
+    """Models whose features are computed on ``dataset``: its ``models`` list, else every model of its kind."""
+    spec = config["datasets"][dataset]
+    if spec.get("models"):
+        return list(spec["models"])
+    want = "vision" if dataset_kind(config, dataset) == "image" else "text"
+    return [m for m in config["models"] if model_kind(config, m) == want]
+
+
+def datasets_of_kind(config: dict[str, Any], kind: str) -> list[str]:
+    return [d for d in config["datasets"] if dataset_kind(config, d) == kind]
+
+
+
+
+def binarize_name(threshold: float | None) -> str:
+    """File-name token for a binarization threshold: ``raw`` or ``gt<t>`` (e.g. ``gt1``, ``gt0.00001``).
+
+    Positional notation with the shortest digits that round-trip (never an exponent, which the
+    ``binarize`` wildcard does not match), so two different thresholds never share a name.
+    """
+    if threshold is None:
+        return "raw"
+    return "gt" + np.format_float_positional(float(threshold), trim="-")
+
+
+def parse_binarize(name: str) -> float | None:
+    """Inverse of :func:`binarize_name`."""
+    if name == "raw":
+        return None
+    if not name.startswith("gt"):
+        raise ValueError(f"binarization must be 'raw' or 'gt<threshold>', got {name!r}")
+    return float(name[2:])
+
+
+def sae_layers(config: dict[str, Any], sae: str) -> list[int]:
+    spec = config["saes"][sae]
+    return list(spec.get("layers") or config["models"][spec["model"]]["layers"])
+
+
+def sae_train_datasets(config: dict[str, Any], sae: str) -> list[str]:
+    """Datasets whose train split trains ``sae``: ``train.datasets``, else every dataset its model processes."""
+    chosen = config["saes"][sae].get("train", {}).get("datasets")
+    if chosen:
+        return list(chosen)
+    model = config["saes"][sae]["model"]
+    return [d for d in config["datasets"] if model in dataset_models(config, d)]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One feature store: the job unit of pool, fit_probe, transfer and sweep."""
+
+    model: str
+    dataset: str
+    source: str  # SAE name, or "hidden"
+    layer: int
+
+    def folder(self, pattern: str) -> str:
+        """This unit's folder of ``pattern`` (:data:`saeprobe.layout.POOLED`, ``PROBES``, ...)."""
+        return layout.unit_path(pattern, self)
+
+
+@dataclass(frozen=True)
+class ProbeCell:
+    """One cell of the experiment grid: a probe on one pooled feature set."""
+
+    model: str
+    dataset: str
+    source: str  # SAE name, or "hidden"
+    layer: int
+    pooling: str
+    binarize: str
+
+    @property
+    def unit(self) -> Unit:
+        return Unit(self.model, self.dataset, self.source, self.layer)
+
+    def file_in(self, folder_pattern: str, ext: str) -> str:
+        """This cell's file in its unit folder of ``folder_pattern`` (e.g. :data:`saeprobe.layout.PROBES`)."""
+        return layout.cell_file(layout.unit_path(folder_pattern, self), self.pooling, self.binarize, ext)
+
+    @property
+    def path(self) -> str:
+        """The probe result JSON."""
+        return self.file_in(layout.PROBES, "json")
+
+
+def feature_cells(config: dict[str, Any], dataset: str, poolings: list[str], thresholds: list[float | None],
+                  hidden_poolings: list[str]) -> list[ProbeCell]:
+    """SAE sources × layers × poolings × thresholds, then hidden states × hidden poolings, on one dataset."""
+    models = dataset_models(config, dataset)
+    cells = []
+    for sae, spec in config["saes"].items():
+        if spec["model"] not in models:
+            continue
+        for layer in sae_layers(config, sae):
+            for pooling in poolings:
+                for thr in thresholds:
+                    cells.append(ProbeCell(spec["model"], dataset, sae, layer, pooling, binarize_name(thr)))
+    for model in models:
+        for layer in config["models"][model]["layers"]:
+            for pooling in hidden_poolings:
+                cells.append(ProbeCell(model, dataset, HIDDEN, layer, pooling, "raw"))
+    return cells
+
+
+def grid_datasets(config: dict[str, Any]) -> list[str]:
+    return [d for d, spec in config["datasets"].items() if spec.get("grid", True)]
+
+
+def probe_cells(config: dict[str, Any]) -> list[ProbeCell]:
+    """Every probe of the grid: SAE sources × poolings × binarizations, plus hidden states."""
+    feats = config["features"]
+    cells = []
+    for d in grid_datasets(config):
+        spec = config["datasets"][d]
+        hidden = spec.get("hidden_poolings", feats["hidden_poolings"]) if feats["hidden_states"] else []
+        cells += feature_cells(config, d, spec.get("poolings", feats["poolings"]), spec.get("binarize", feats["binarize"]),
+                               hidden)
+    return cells
+
+
+def tfidf_datasets(config: dict[str, Any]) -> list[str]:
+    if not config["tfidf"]["enabled"]:
+        return []
+    return [d for d in grid_datasets(config) if dataset_kind(config, d) == "text"]
+
+
+def transfer_cells(config: dict[str, Any]) -> list[ProbeCell]:
+    """One transfer matrix per (model, dataset, source, layer, pooling, binarization)."""
+    spec = config["transfer"]
+    return [c for d in spec["datasets"]
+            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
+
+
+def sweep_cells(config: dict[str, Any]) -> list[ProbeCell]:
+    spec = config["sweep"]
+    return [c for d in spec["datasets"]
+            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
+
+
+def sweep_tfidf_datasets(config: dict[str, Any]) -> list[str]:
+    """Text datasets of the sweep that also get a TF-IDF data-size curve (``sweep.tfidf``)."""
+    spec = config["sweep"]
+    return [d for d in spec["datasets"] if dataset_kind(config, d) == "text"] if spec["tfidf"] else []
+
+
+def by_unit(cells: list[ProbeCell]) -> dict[Unit, list[ProbeCell]]:
+    """Cells grouped by their feature store, in first-seen order."""
+    out: dict[Unit, list[ProbeCell]] = {}
+    for cell in cells:
+        out.setdefault(cell.unit, []).append(cell)
+    return out
+
+
+def unit_of(wildcards: Any) -> Unit:
+    """The unit named by a job's wildcards (model, dataset, source, layer)."""
+    return Unit(wildcards.model, wildcards.dataset, wildcards.source, int(wildcards.layer))
+
+
+# Stages whose jobs are one unit each, and the cells each fits.
+STAGES = ("grid", "transfer", "sweep")
+
+
+class Plan:
+    """Every cell of a validated config, indexed by stage and unit; built once per Snakemake parse.
+
+    ``Plan(config).cells("grid", unit)`` is what one ``fit_probe`` job fits, ``poolings(unit)``
+    what one ``pool`` job writes (every pooling a stage needs from that store).
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.stage_cells = {"grid": probe_cells(config), "transfer": transfer_cells(config), "sweep": sweep_cells(config)}
+        self.units = {stage: by_unit(cells) for stage, cells in self.stage_cells.items()}
+
+    def cells(self, stage: str, unit: Unit) -> list[ProbeCell]:
+        """The cells of ``stage`` on ``unit`` (empty when the stage does not use it)."""
+        return self.units[stage].get(unit, [])
+
+    def cell_names(self, stage: str, unit: Unit) -> list[list[str]]:
+        """``[[pooling, binarize], ...]`` of :meth:`cells` (a rule param: changing the list reruns the job)."""
+        return [[c.pooling, c.binarize] for c in self.cells(stage, unit)]
+
+    @cached_property
+    def pooled_units(self) -> dict[Unit, list[str]]:
+        """Every unit any stage reads, with the poolings it needs (first-seen order)."""
+        out: dict[Unit, list[str]] = {}
+        for stage in STAGES:
+            for unit, cells in self.units[stage].items():
+                poolings = out.setdefault(unit, [])
+                poolings += [c.pooling for c in cells if c.pooling not in poolings]
+        return out
+
+    def poolings(self, unit: Unit) -> list[str]:
+        return self.pooled_units.get(unit, [])
+
+    def folders(self, stage: str, pattern: str, datasets: list[str] | None = None) -> list[str]:
+        """The unit folders (of ``pattern``) of ``stage``, optionally only on ``datasets``."""
+        return [u.folder(pattern) for u in self.units[stage] if datasets is None or u.dataset in datasets]
+
+    # --- what the gathering rules read
+    def probe_inputs(self, datasets: list[str] | None = None) -> list[str]:
+        """Probe unit folders and TF-IDF result files of the grid (optionally only on ``datasets``)."""
+        tfidf = [d for d in tfidf_datasets(self.config) if datasets is None or d in datasets]
+        return self.folders("grid", layout.PROBES, datasets) + [layout.path(layout.TFIDF, dataset=d) for d in tfidf]
+
+    @cached_property
+    def transfer_inputs(self) -> list[str]:
+        return self.folders("transfer", layout.TRANSFER)
+
+    @cached_property
+    def sweep_inputs(self) -> list[str]:
+        return self.folders("sweep", layout.SWEEP) + [
+            layout.path(layout.SWEEP_TFIDF, dataset=d) for d in sweep_tfidf_datasets(self.config)]
+
+    @cached_property
+    def figures(self) -> dict[str, str]:
+        return figure_plan(self.config, self)
+
+    @cached_property
+    def top_feature_cells(self) -> list[ProbeCell]:
+        """The SAE probe cells whose best one per (dataset, source) the top-features table opens."""
+        return [c for c in self.stage_cells["grid"] if c.source != HIDDEN]
+
+    def top_feature_inputs(self) -> dict[str, Any]:
+        """Every file the ``top_features`` stage may open, by kind.
+
+        Which SAE probe is best per (dataset, source) is known only once ``grid.parquet`` exists,
+        so the probe folders and code stores of every SAE unit are inputs; tokens only for text
+        datasets; the model folder for workflow-built (random) models, whose tokenizer lives there.
+        """
+        units = list(dict.fromkeys(c.unit for c in self.top_feature_cells))
+        text = [u for u in units if dataset_kind(self.config, u.dataset) == "text"]
+        models = sorted({u.model for u in text})
+        return {
+            "grid": layout.path(layout.TABLE, name="grid", ext="parquet"),
+            "probes": [u.folder(layout.PROBES) for u in units],
+            "codes": sorted({layout.path(layout.CODES, model=u.model, dataset=u.dataset, sae=u.source, layer=u.layer)
+                             for u in units}),
+            "data": sorted({layout.path(layout.DATA, dataset=u.dataset) for u in units}),
+            "tokens": sorted({layout.path(layout.TOKENS, model=u.model, dataset=u.dataset) for u in text}),
+            "models": [layout.path(layout.MODEL, model=m) for m in models if "random" in self.config["models"][m]],
+        }
+
+    @cached_property
+    def report_pages(self) -> dict[str, str]:
+        """Result tables shown as HTML pages in the Snakemake report: page name -> its parquet table."""
+        names = ["best"] + (["behaviour"] if self.config["behaviour"] else []) + (
+            ["transfer"] if self.stage_cells["transfer"] else [])
+        return {name: layout.path(layout.TABLE, name=name, ext="parquet") for name in names}
+
+    @cached_property
+    def report_downloads(self) -> dict[str, str]:
+        """CSV tables offered as downloads in the report."""
+        names = ["grid"] + (["sweep"] if self.sweep_inputs else [])
+        return {name: layout.path(layout.TABLE, name=name, ext="csv") for name in names}
+
+    def final_output(self) -> list[str]:
+        """Every file ``rule all`` builds (the one place that decides the run's targets)."""
+        out = layout.tables("grid") + layout.tables("best")
+        if self.transfer_inputs:
+            out += layout.tables("transfer")
+        if self.sweep_inputs:
+            out += layout.tables("sweep")
+        if self.config["behaviour"]:
+            out += layout.tables("behaviour")
+        out += [layout.path(layout.FIGURE, name=name, ext=ext) for name in self.figures for ext in layout.FIGURE_FORMATS]
+        if self.top_feature_cells:
+            out += [layout.path(layout.TOP_FEATURES, ext=ext) for ext in ("parquet", "md", "html")]
+        out += [layout.path(layout.REPORT_PAGE, name=name) for name in self.report_pages]
+        return out
+
+
+# The table each figure is drawn from.
+FIGURE_TABLES = ("grid", "transfer", "sweep", "behaviour")
+
+
+def figure_plan(config: dict[str, Any], plan: Plan | None = None) -> dict[str, str]:
+    """Figure name -> the table (one of :data:`FIGURE_TABLES`) it is drawn from, for a validated config.
+
+    - ``f1_by_layer`` (grid): when the grid has any SAE or hidden-state probe;
+    - ``f1_by_width``, ``pooling_binarize`` (grid): when the grid has SAE probes;
+    - ``transfer_<dataset>`` (transfer): per ``transfer.datasets`` entry that has feature cells;
+    - ``data_size`` (sweep): when the sweep has anything to run;
+    - ``behaviour`` (behaviour): when ``behaviour`` has entries.
+    """
+    plan = plan or Plan(config)
+    figures: dict[str, str] = {}
+    cells = plan.stage_cells["grid"]
+    if cells:
+        figures["f1_by_layer"] = "grid"
+    if any(c.source != HIDDEN for c in cells):
+        figures["f1_by_width"] = "grid"
+        figures["pooling_binarize"] = "grid"
+    transfer = {c.dataset for c in plan.stage_cells["transfer"]}
+    for ds in config["transfer"]["datasets"]:
+        if ds in transfer:
+            figures[f"transfer_{ds}"] = "transfer"
+    if config["sweep"]["datasets"] and plan.sweep_inputs:
+        figures["data_size"] = "sweep"
+    if config["behaviour"]:
+        figures["behaviour"] = "behaviour"
+    return figures
+
+
+def final_output(config: dict[str, Any]) -> list[str]:
+    """Every file ``rule all`` builds for a validated ``config`` (see :meth:`Plan.final_output`)."""
+    return Plan(config).final_output()

@@ -1,0 +1,90 @@
+"""The results layout: every path under ``results/``, written once.
+
+The rules use these patterns as their ``output:`` (and their consumers as ``input:``), Python
+code formats them with :func:`path`; nothing else types a path under ``results/``
+(``tests/test_layout.py`` checks that the rules' outputs are exactly these patterns and that no
+rule or module spells one out by hand).
+
+Patterns are Snakemake wildcard patterns (``{model}``, ``{dataset}``, ...). The unit of the
+probe stages is one feature store: a (model, dataset, feature source, layer); its stages write
+one folder per unit holding one file per cell (pooling, binarization), see :func:`cell_file`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RESULTS = "results"
+
+# One feature store (model, dataset, feature source = an SAE name or "hidden", layer).
+UNIT = "{model}/{dataset}/{source}/layer_{layer}"
+
+# --- inputs prepared by the workflow
+DATA = "results/data/{dataset}.parquet"  # prepared dataset: doc_id, text/image, label, split (docs/DESIGN.md §2)
+BEHAVIOUR = "results/behaviour/{name}.parquet"  # a behaviour entry scored by its model (a dataset)
+MODEL = "results/models/{model}"  # folder of a randomly initialised model
+TOKENS = "results/tokens/{model}/{dataset}.parquet"
+
+# --- activations and SAEs
+ACTIVATIONS = "results/activations/{model}/{dataset}.zarr"  # residual stream, all extracted layers
+SAE = "results/saes/{sae}/layer_{layer}"  # an SAE trained by the workflow (SAELens folder)
+CODES = "results/features/{model}/{dataset}/{sae}/layer_{layer}.zarr"  # sparse SAE codes
+
+# --- per-unit folders: one file per cell inside (cell_file)
+POOLED = f"results/pooled/{UNIT}"  # {pooling}.npz
+PROBES = f"results/probes/{UNIT}"  # {pooling}__{binarize}.json + .coef.npz
+TRANSFER = f"results/transfer/{UNIT}"  # {pooling}__{binarize}.parquet
+SWEEP = f"results/sweeps/{UNIT}"  # {pooling}__{binarize}.parquet
+
+# --- baselines without a feature store
+TFIDF = "results/probes/tfidf/{dataset}.json"
+SWEEP_TFIDF = "results/sweeps/tfidf/{dataset}.parquet"
+
+# --- what a run hands back
+TABLE = "results/tables/{name}.{ext}"
+TABLE_FORMATS = ("parquet", "csv", "md")
+TOP_FEATURES = "results/tables/top_features.{ext}"
+FIGURE = "results/figures/{name}.{ext}"
+FIGURE_FORMATS = ("png", "svg")
+REPORT_PAGE = "results/report/{name}.html"
+REPORT = "results/report.html"
+
+# --- bookkeeping of every job
+LOG = "results/logs/{rule}/{job}.log"
+BENCHMARK = "results/benchmarks/{rule}/{job}.tsv"
+BENCHMARKS = "results/benchmarks"
+
+
+def path(pattern: str, **values: Any) -> str:
+    """``pattern`` with its wildcards filled in, e.g. ``path(CODES, model="m", dataset="d", sae="s", layer=3)``.
+
+    Raises:
+        KeyError: a wildcard of ``pattern`` has no value.
+    """
+    return pattern.format(**values)
+
+
+def cell_file(folder: str, pooling: str, binarize: str | None = None, ext: str = "npz") -> str:
+    """The file of one cell inside a unit folder: ``<folder>/<pooling>[__<binarize>].<ext>``."""
+    stem = pooling if binarize is None else f"{pooling}__{binarize}"
+    return f"{folder}/{stem}.{ext}"
+
+
+def unit_path(pattern: str, cell: Any) -> str:
+    """A unit folder (:data:`POOLED`, :data:`PROBES`, ...) of a cell with model/dataset/source/layer fields."""
+    return path(pattern, model=cell.model, dataset=cell.dataset, source=cell.source, layer=cell.layer)
+
+
+def tables(name: str) -> list[str]:
+    """``results/tables/<name>.parquet``, ``.csv``, ``.md``."""
+    return [path(TABLE, name=name, ext=ext) for ext in TABLE_FORMATS]
+
+
+def log(rule: str, job: str = "") -> str:
+    """Log file of one job of ``rule``; ``job`` is a wildcard pattern (e.g. :data:`UNIT`), empty for one-job rules."""
+    return path(LOG, rule=rule, job=job or rule)
+
+
+def benchmark(rule: str, job: str = "") -> str:
+    """Snakemake ``benchmark:`` file of one job of ``rule`` (see :func:`log`)."""
+    return path(BENCHMARK, rule=rule, job=job or rule)

@@ -1,0 +1,74 @@
+# Probe training-set size sweeps (saeprobe.sweep): data-size curves per feature store (every
+# (pooling, binarization) cell of `sweep:` on it in one job) and of the TF-IDF baseline;
+# sweep_table gathers them into results/tables/.
+SWEEP_SETTINGS = {k: config["sweep"][k] for k in ("sizes", "repeats")}
+
+
+rule sweep:
+    input:
+        features=sl.POOLED,
+        data=sl.DATA,
+    output:
+        directory(sl.SWEEP),
+    params:
+        cells=unit_cells("sweep"),
+        probe=config["probe"],
+        seed=config["seed"],
+        **SWEEP_SETTINGS,
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    log:
+        sl.log("sweep", sl.UNIT),
+    benchmark:
+        sl.benchmark("sweep", sl.UNIT)
+    script:
+        "../scripts/sweep.py"
+
+
+rule sweep_tfidf:
+    input:
+        data=sl.DATA,
+    output:
+        sl.SWEEP_TFIDF,
+    wildcard_constraints:
+        dataset=TEXT_DATASETS,
+    params:
+        tfidf={k: v for k, v in config["tfidf"].items() if k != "enabled"},
+        probe=config["probe"],
+        seed=config["seed"],
+        **SWEEP_SETTINGS,
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    log:
+        sl.log("sweep_tfidf", "{dataset}"),
+    benchmark:
+        sl.benchmark("sweep_tfidf", "{dataset}")
+    script:
+        "../scripts/sweep_tfidf.py"
+
+
+rule sweep_table:
+    input:
+        PLAN.sweep_inputs,
+    output:
+        sl.tables("sweep"),
+    params:
+        # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
+        files=PLAN.sweep_inputs,
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        ENV
+    log:
+        sl.log("sweep_table"),
+    benchmark:
+        sl.benchmark("sweep_table")
+    script:
+        "../scripts/sweep_table.py"

@@ -1,0 +1,11 @@
+"""Snakemake adapter: gather the sweep cell files into the sweep table (saeprobe.sweep_tables)."""
+from pathlib import Path
+
+from saeprobe.io import setup_logging
+from saeprobe.sweep_tables import sweep_markdown, sweep_table
+from saeprobe.tables import write_table
+
+log = setup_logging(snakemake.log[0])
+df = sweep_table(snakemake.input)
+write_table(df, Path(snakemake.output[0]).with_suffix(""), md=sweep_markdown(df))
+log.info("sweep table: %d rows from %d inputs", df.height, len(snakemake.input))

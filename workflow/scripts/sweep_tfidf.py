@@ -1,0 +1,21 @@
+"""Snakemake adapter: training-set size sweep of the TF-IDF baseline on one dataset (saeprobe.sweep)."""
+from saeprobe import data
+from saeprobe.cell_tables import frame, write_parquet
+from saeprobe.errors import DataError
+from saeprobe.io import setup_logging
+from saeprobe.sweep import sweep_tfidf
+from saeprobe.sweep_tables import SWEEP_SCHEMA
+
+log = setup_logging(snakemake.log[0])
+p = snakemake.params
+dataset, label_names = data.read(snakemake.input.data)
+try:
+    rows = sweep_tfidf(dataset["text"].to_list(), dataset["label"].to_numpy(), dataset["split"].to_numpy(),
+                       n_classes=len(label_names), tfidf=p.tfidf, sizes=p.sizes, repeats=p.repeats, probe=p.probe,
+                       seed=p.seed)
+except DataError as exc:
+    raise DataError(f"TF-IDF sweep on {snakemake.input.data}: {exc}") from None
+cell = dict(model=None, dataset=snakemake.wildcards.dataset, source="tfidf", layer=None, pooling=None, binarize=None)
+write_parquet(frame(rows, cell, SWEEP_SCHEMA), snakemake.output[0],
+              {"sizes": p.sizes, "repeats": p.repeats, "seed": p.seed, "label_names": label_names})
+log.info("%d sweep rows written", len(rows))

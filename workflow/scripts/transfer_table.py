@@ -1,0 +1,11 @@
+"""Snakemake adapter: gather the transfer cell files into the transfer table (saeprobe.transfer_tables)."""
+from pathlib import Path
+
+from saeprobe.io import setup_logging
+from saeprobe.tables import write_table
+from saeprobe.transfer_tables import transfer_markdown, transfer_table
+
+log = setup_logging(snakemake.log[0])
+df = transfer_table(snakemake.input)
+write_table(df, Path(snakemake.output[0]).with_suffix(""), md=transfer_markdown(df))
+log.info("transfer table: %d rows from %d unit folders", df.height, len(snakemake.input))
