@@ -69,5 +69,6 @@ rule all:
 
 
 onsuccess:
-    if Path(sl.path(sl.TABLE, name="best", ext="md")).exists():
-        print("\nsaeprobe: tables are in results/tables/ (best.md = best configuration per dataset, grid.md = every probe)")
+    best = Path(sl.path(sl.TABLE, name="best", ext="md"))
+    if best.exists():
+        print(f"\nsaeprobe: tables are in {best.parent}/ (best.md = best configuration per dataset, grid.md = every probe)")

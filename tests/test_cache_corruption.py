@@ -196,7 +196,8 @@ def test_truncated_prepared_and_tokens_parquet(tmp_path):
 
 def test_truncated_transfer_cell_and_table_parquet(tmp_path):
     from saeprobe.io import read_parquet
-    from saeprobe.transfer_tables import TRANSFER_SCHEMA, frame, read_report, transfer_table, write_parquet
+    from saeprobe.cell_tables import frame, read_report, write_parquet
+    from saeprobe.transfer_tables import TRANSFER_SCHEMA, transfer_table
 
     cell = {"model": "m", "dataset": "d", "source": "hidden", "family": "hidden", "layer": 0, "pooling": "mean",
             "binarize": "raw"}

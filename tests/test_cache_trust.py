@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 import saeprobe.config as sc
+import saeprobe.grid as sg
 from saeprobe import data
 from saeprobe.errors import ConfigError, DataError
 from saeprobe.io import atomic_path
@@ -178,17 +179,17 @@ def test_layers_are_sorted_and_deduplicated():
 def test_every_non_negative_threshold_gets_a_matching_file_name(threshold):
     cfg = base_config()
     cfg["features"] = {"binarize": [None, threshold]}
-    cells = sc.probe_cells(sc.validate(cfg))
+    cells = sg.probe_cells(sc.validate(cfg))
     import re
 
     names = {c.binarize for c in cells}
     assert all(re.fullmatch(sc.WILDCARDS["binarize"], n) for n in names), names
-    assert sc.parse_binarize(sc.binarize_name(threshold)) == threshold
+    assert sg.parse_binarize(sg.binarize_name(threshold)) == threshold
 
 
 def test_thresholds_close_in_value_do_not_collide():
-    assert sc.binarize_name(0.1234567) != sc.binarize_name(0.1234568)
-    assert sc.binarize_name(1e-5) == "gt0.00001" and sc.binarize_name(1.0) == "gt1" and sc.binarize_name(1e6) == "gt1000000"
+    assert sg.binarize_name(0.1234567) != sg.binarize_name(0.1234568)
+    assert sg.binarize_name(1e-5) == "gt0.00001" and sg.binarize_name(1.0) == "gt1" and sg.binarize_name(1e6) == "gt1000000"
 
 
 @pytest.mark.parametrize("threshold", [-1.0, float("inf")])

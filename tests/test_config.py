@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from saeprobe import config as sc
+from saeprobe import grid as sg
 from saeprobe.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -49,11 +50,11 @@ def test_errors_name_the_key(patch, message):
 
 def test_shipped_configs_are_valid():
     cfg = sc.validate(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
-    cells = sc.probe_cells(cfg)
+    cells = sg.probe_cells(cfg)
     assert len({c.path for c in cells}) == len(cells)
     assert {c.binarize for c in cells} == {"raw", "gt1"}
 
 
 def test_binarize_names_roundtrip():
     for t in (None, 0.0, 1.0, 0.25):
-        assert sc.parse_binarize(sc.binarize_name(t)) == t
+        assert sg.parse_binarize(sg.binarize_name(t)) == t

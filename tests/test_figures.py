@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from saeprobe import config as sc
-from saeprobe import figures, report
+from saeprobe import grid as sg
+from saeprobe import figures
 from saeprobe.tables import GRID_COLUMNS
 
 
@@ -184,20 +185,19 @@ BASE = {
 
 def test_figure_plan_follows_config():
     cfg = sc.validate(copy.deepcopy(BASE))
-    assert report.figure_plan(cfg) == {"f1_by_layer": "grid", "f1_by_width": "grid", "pooling_binarize": "grid"}
+    assert sg.figure_plan(cfg) == {"f1_by_layer": "grid", "f1_by_width": "grid", "pooling_binarize": "grid"}
     more = copy.deepcopy(BASE)
     more["transfer"] = {"datasets": ["a"]}
     more["sweep"] = {"datasets": ["b"]}
     more["behaviour"] = {"q": {"path": "q.parquet", "model": "m"}}
-    plan = report.figure_plan(sc.validate(more))
+    plan = sg.figure_plan(sc.validate(more))
     assert plan["transfer_a"] == "transfer" and plan["data_size"] == "sweep" and plan["behaviour"] == "behaviour"
-    inputs = report.top_feature_inputs(cfg)
-    assert inputs["coef"] == sorted(f"results/probes/m/{d}/s/layer_{L}/{p}__{b}.coef.npz" for d in "ab" for L in (0, 1)
-                                    for p in cfg["features"]["poolings"] for b in ("raw", "gt1"))
+    inputs = sg.Plan(cfg).top_feature_inputs()
+    assert inputs["probes"] == [f"results/probes/m/{d}/s/layer_{L}" for d in "ab" for L in (0, 1)]
     assert inputs["tokens"] == ["results/tokens/m/a.parquet", "results/tokens/m/b.parquet"] and inputs["models"] == []
     no_sae = copy.deepcopy(BASE)
     no_sae["saes"] = {}
-    assert report.figure_plan(sc.validate(no_sae)) == {"f1_by_layer": "grid"}
+    assert sg.figure_plan(sc.validate(no_sae)) == {"f1_by_layer": "grid"}
 
 
 def test_unknown_figure_name():

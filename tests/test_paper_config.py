@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 import saeprobe.config as sc
+import saeprobe.grid as sg
 from tests.conftest import ROOT, SHARED
 
 PAPER = ROOT / "config" / "paper.yaml"
@@ -79,11 +80,14 @@ def test_paper_dry_run_offline_covers_every_cell(tmp_path):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    assert counts["fit_probe"] == len(sc.probe_cells(cfg))
-    assert counts["fit_tfidf"] == len(sc.tfidf_datasets(cfg))
-    assert counts["transfer"] == len(sc.transfer_cells(cfg))
+    plan = sg.Plan(cfg)
+    assert counts["fit_probe"] == len(plan.units["grid"])  # one job per feature store, every cell on it
+    assert sum(len(cells) for cells in plan.units["grid"].values()) == len(sg.probe_cells(cfg))
+    assert counts["pool"] == len(plan.pooled_units)
+    assert counts["fit_tfidf"] == len(sg.tfidf_datasets(cfg))
+    assert counts["transfer"] == len(plan.units["transfer"])
     assert counts["score_behaviour"] == len(cfg["behaviour"])
-    n_text = sum(1 for d in cfg["datasets"] if sc.dataset_kind(cfg, d) == "text")
-    assert counts["extract_activations"] == sum(len(sc.dataset_models(cfg, d)) for d in cfg["datasets"]
-                                                if sc.dataset_kind(cfg, d) == "text") and n_text > 0
+    n_text = sum(1 for d in cfg["datasets"] if sg.dataset_kind(cfg, d) == "text")
+    assert counts["extract_activations"] == sum(len(sg.dataset_models(cfg, d)) for d in cfg["datasets"]
+                                                if sg.dataset_kind(cfg, d) == "text") and n_text > 0
     print(f"paper dry run: {counts['total']} jobs in {elapsed:.1f} s")

@@ -1,4 +1,4 @@
-"""Cross-lingual transfer matrices and training-set size sweeps (saeprobe.transfer, saeprobe.transfer_tables).
+"""Cross-lingual transfer matrices and training-set size sweeps (saeprobe.transfer, saeprobe.sweep and their tables).
 
 Synthetic features whose answer is known: feature 0 separates the classes with the same sign in
 'en' and 'fr' and the opposite sign in 'de', so a probe trained on en transfers to fr and fails
@@ -17,22 +17,14 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from saeprobe import data
 from saeprobe.errors import DataError
 from saeprobe.pooling import save_pooled
-from saeprobe.transfer import load_cell, subsample, subsample_id, sweep, sweep_features, sweep_tfidf, transfer_matrix
-from saeprobe.transfer_tables import (
-    SWEEP_SCHEMA,
-    TRANSFER_SCHEMA,
-    frame,
-    read_report,
-    sweep_markdown,
-    sweep_summary,
-    sweep_table,
-    transfer_markdown,
-    transfer_table,
-    write_parquet,
-)
+from saeprobe.cell_tables import frame, read_report, write_parquet
+from saeprobe.pooling import load_cell
+from saeprobe.sweep import subsample, subsample_id, sweep, sweep_features, sweep_tfidf
+from saeprobe.sweep_tables import SWEEP_SCHEMA, sweep_markdown, sweep_summary, sweep_table
+from saeprobe.transfer import transfer_matrix
+from saeprobe.transfer_tables import TRANSFER_SCHEMA, transfer_markdown, transfer_table
 from tests.conftest import DATA, ROOT
 
 PROBE = {"Cs": [0.1, 1.0], "cv_folds": 3}
@@ -247,18 +239,13 @@ def test_tables_from_written_cells(tmp_path):
     assert "| tfidf  | -     | tfidf  | -     | -       | -        |" in md
 
 
-def test_load_cell_checks_row_count(tmp_path):
-    frame_ = pl.DataFrame({"doc_id": [0, 1, 2], "text": ["a", "b", "c"], "label": [0, 1, 0],
-                           "label_name": ["x", "y", "x"], "split": ["train", "train", "test"],
-                           "lang": ["en", "en", "en"], "source_row": [0, 1, 2]})
-    data.write(frame_, ["x", "y"], tmp_path / "d.parquet")
-    save_pooled(tmp_path / "ok.npz", sp.csr_matrix(np.array([[0.5, 2.0], [0.0, 1.5], [3.0, 0.0]])))
-    x, f, names = load_cell(tmp_path / "ok.npz", tmp_path / "d.parquet", "gt1")
-    assert names == ["x", "y"] and f.height == 3
+def test_load_cell_binarizes_and_checks_row_count(tmp_path):
+    save_pooled(tmp_path / "ok" / "sum.npz", sp.csr_matrix(np.array([[0.5, 2.0], [0.0, 1.5], [3.0, 0.0]])))
+    x = load_cell(tmp_path / "ok", "sum", "gt1", 3)
     np.testing.assert_array_equal(x.toarray(), [[0, 1], [0, 1], [1, 0]])  # binarized > 1
-    save_pooled(tmp_path / "bad.npz", np.zeros((2, 4), np.float32))
-    with pytest.raises(DataError, match="bad.npz: 2 rows but .*d.parquet has 3 documents"):
-        load_cell(tmp_path / "bad.npz", tmp_path / "d.parquet", "raw")
+    save_pooled(tmp_path / "bad" / "mean.npz", np.zeros((2, 4), np.float32))
+    with pytest.raises(DataError, match="bad/mean.npz: 2 rows but the dataset has 3 documents"):
+        load_cell(tmp_path / "bad", "mean", "raw", 3)
 
 
 # --------------------------------------------------------------------------- workflow

@@ -7,6 +7,7 @@ format) and the train_sae path side by side, then checks what a changed setting 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 import yaml
 import zarr
 
+import saeprobe.grid as sg
+import saeprobe.layout as sl
 from tests.conftest import DATA, ROOT
 
 pytestmark = pytest.mark.workflow
@@ -99,7 +102,8 @@ def test_run_produces_tables_and_stage_outputs(run):
     assert (res / "saes" / "topk" / "layer_1" / "cfg.json").exists()
     for stage in ("extract_activations", "train_sae", "encode_sae", "pool", "fit_probe"):
         assert any((res / "benchmarks" / stage).rglob("*.tsv")), stage
-    probe = json.loads((res / "probes/tiny_gemma2/jailbreak/jumprelu/layer_1/top2__gt0.5.json").read_text())
+    cell = sg.ProbeCell("tiny_gemma2", "jailbreak", "jumprelu", 1, "top2", "gt0.5")
+    probe = json.loads((workdir / cell.path).read_text())
     assert probe["label_names"] == ["benign", "jailbreak"] and probe["threshold"] == 0.5
 
 
@@ -118,7 +122,7 @@ def test_rerun_plans_only_what_changed(run):
     write_config(workdir, changed)
     jobs = planned(workdir)
     assert set(jobs) == {"train_sae", "encode_sae", "pool", "fit_probe", "tables", "all"} | report
-    assert jobs["encode_sae"] == 1 and jobs["fit_probe"] == 4  # only the topk SAE's branch
+    assert jobs["encode_sae"] == 1 and jobs["fit_probe"] == 1  # only the topk SAE's branch (one job: its 4 cells)
 
     write_config(workdir, cfg)
     assert planned(workdir) == {}
@@ -127,17 +131,18 @@ def test_rerun_plans_only_what_changed(run):
 def test_damaged_cache_names_the_file_and_its_rebuild_command_works(run):
     """A truncated pooled .npz: the probe job stops with one line, and the command it names rebuilds it."""
     workdir, _, _ = run
-    rel = "results/pooled/tiny_gemma2/jailbreak/topk/layer_1/mean.npz"
-    pooled, probe = workdir / rel, workdir / "results/probes/tiny_gemma2/jailbreak/topk/layer_1/mean__raw.json"
+    unit = sg.Unit("tiny_gemma2", "jailbreak", "topk", 1)
+    rel = sl.cell_file(unit.folder(sl.POOLED), "mean")
+    pooled, probe = workdir / rel, workdir / sl.cell_file(unit.folder(sl.PROBES), "mean", "raw", "json")
     before = json.loads(probe.read_text())["test"]
     pooled.write_bytes(pooled.read_bytes()[:100])
-    probe.unlink()
+    shutil.rmtree(probe.parent)
     proc = snakemake(workdir, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert f"saeprobe: {rel}: damaged or incomplete cached file (BadZipFile" in out, out[-3000:]
-    assert f"snakemake --forcerun {rel}" in out
-    snakemake(workdir, "--forcerun", rel)
+    assert f"snakemake --forcerun {unit.folder(sl.POOLED)}" in out  # the pool job's output: the unit folder
+    snakemake(workdir, "--forcerun", unit.folder(sl.POOLED))
     assert json.loads(probe.read_text())["test"] == before  # rebuilt, same result
     assert planned(workdir) == {}
 

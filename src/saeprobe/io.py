@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from saeprobe import layout
 from saeprobe.errors import CacheError, SaeprobeError
 
 
@@ -156,7 +157,8 @@ def damaged(path: str | os.PathLike[str], exc: BaseException, *, part: str | Non
         path: the file (or Zarr store directory) that could not be read.
         part: where inside it, e.g. the Zarr chunk ``layer_1/c/3/0``.
         rebuild: the workflow output to rerun when it is not ``path`` itself (e.g. the SAE
-            folder of a damaged ``sae_weights.safetensors``).
+            folder of a damaged ``sae_weights.safetensors``); by default the folder output
+            holding ``path`` (:func:`saeprobe.layout.output_of`), else ``path``.
         built: False for a user's file the workflow did not write: the message asks to replace
             it instead of suggesting ``snakemake --forcerun``.
     """
@@ -167,7 +169,7 @@ def damaged(path: str | os.PathLike[str], exc: BaseException, *, part: str | Non
     if not built:
         return CacheError(f"{path}: damaged or incomplete file ({what}); the workflow did not build it: restore or replace it")
     return CacheError(f"{path}: damaged or incomplete cached file ({what}); rebuild it with: "
-                      f"snakemake --forcerun {rebuild or path}  (or delete it and run snakemake again)")
+                      f"snakemake --forcerun {rebuild or layout.output_of(path)}  (or delete it and run snakemake again)")
 
 
 @contextlib.contextmanager

@@ -12,6 +12,8 @@ one folder per unit holding one file per cell (pooling, binarization), see :func
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePath
 from typing import Any
 
 RESULTS = "results"
@@ -88,3 +90,29 @@ def log(rule: str, job: str = "") -> str:
 def benchmark(rule: str, job: str = "") -> str:
     """Snakemake ``benchmark:`` file of one job of ``rule`` (see :func:`log`)."""
     return path(BENCHMARK, rule=rule, job=job or rule)
+
+
+# Outputs that are folders (Snakemake directory()): a damaged file inside one is rebuilt by rerunning the folder.
+FOLDER_OUTPUTS = (MODEL, ACTIVATIONS, SAE, CODES, POOLED, PROBES, TRANSFER, SWEEP)
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[a-z_]+\})", pattern)
+    body = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+    return re.compile(rf"(?:^|/){body}$")
+
+
+_FOLDER_REGEXES = [_regex(p) for p in FOLDER_OUTPUTS]
+
+
+def output_of(path: str | PurePath) -> str:
+    """The workflow output to rerun for ``path``: the folder output holding it, else ``path`` itself.
+
+    E.g. ``results/pooled/m/d/s/layer_1/mean.npz`` -> ``results/pooled/m/d/s/layer_1`` (the pool
+    job's output, what ``snakemake --forcerun`` needs).
+    """
+    p = PurePath(path)
+    for candidate in (p, *p.parents):
+        if any(r.search(candidate.as_posix()) for r in _FOLDER_REGEXES):
+            return str(candidate)
+    return str(path)

@@ -1,4 +1,4 @@
-# Figures, top SAE features, and what `snakemake --report results/report.html` shows. Which
+# Figures, top SAE features, and what the Snakemake report (`make report`) shows. Which
 # figures, pages and top-feature cells exist is decided from the config alone (saeprobe.grid.Plan),
 # so every output is known when the DAG is built; rules whose list is empty are simply never
 # asked for. Captions live in workflow/report/ (paths below are relative to this file); the

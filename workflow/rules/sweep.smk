@@ -1,6 +1,6 @@
 # Probe training-set size sweeps (saeprobe.sweep): data-size curves per feature store (every
 # (pooling, binarization) cell of `sweep:` on it in one job) and of the TF-IDF baseline;
-# sweep_table gathers them into results/tables/.
+# sweep_table gathers them into the sweep table.
 SWEEP_SETTINGS = {k: config["sweep"][k] for k in ("sizes", "repeats")}
 
 

@@ -1,6 +1,6 @@
 # Cross-lingual transfer matrices (saeprobe.transfer): one job per feature store computes every
 # (pooling, binarization) cell of `transfer:` on it from the pooled files the grid uses too;
-# transfer_table gathers them into results/tables/.
+# transfer_table gathers them into the transfer table.
 
 
 rule transfer:
