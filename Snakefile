@@ -64,6 +64,7 @@ include: "workflow/rules/report.smk"
 
 rule all:
     default_target: True
+    localrule: True
     input:
         get_final_output(),
 

@@ -208,19 +208,22 @@ say "SLURM run (profiles/slurm)"
 t=$(date +%s)
 # No accounting storage here: squeue is the status command (MinJobAge above is large enough).
 # Memory requests that fit a small CI machine; 1 thread per job so that jobs share the node.
-smk slurm --workflow-profile "$ROOT/profiles/slurm" --jobs 4 \
+# --cores/--resources: what one grouped submission may use on this small node.
+smk slurm --workflow-profile "$ROOT/profiles/slurm" --jobs 4 --cores "$CPUS" --resources gpu=1 mem_mb=3000 \
     --slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
     --max-threads 1 \
     --set-resources extract_activations:mem_mb=1500 encode_sae:mem_mb=1500 pool:mem_mb=1000 fit_probe:mem_mb=1000 \
     prepare_dataset:mem_mb=1000 tokenize:mem_mb=1000 fit_tfidf:mem_mb=1000 tables:mem_mb=1000 \
     >"$T/slurm/snakemake.out" 2>&1 || { tail -n 60 "$T/slurm/snakemake.out"; die "SLURM run failed"; }
 slurm_s=$(($(date +%s) - t))
-say "SLURM run: ${slurm_s}s, $(grep -c "has been submitted with SLURM jobid" "$T/slurm/snakemake.out") sbatch jobs"
-ls "$T"/slurm/results/logs/slurm/rule_extract_activations/*/*.log >/dev/null 2>&1 \
-    || die "no per-job SLURM log under results/logs/slurm/rule_extract_activations/"
+n_sbatch=$(grep -c "has been submitted with SLURM jobid" "$T/slurm/snakemake.out" || true)
+say "SLURM run: ${slurm_s}s, $n_sbatch sbatch submissions (jobs grouped by profiles/slurm groups:)"
+[[ -n $(find "$T"/slurm/results/logs/slurm -path '*group_gpu_*' -name '*.log' 2>/dev/null) ]] \
+    || die "no SLURM log of the gpu group under results/logs/slurm/group_gpu_*/"
 
-# What SLURM was asked for, per job (finished jobs stay visible for MinJobAge): the GPU stages
-# must have asked for a GPU, the others not; every job has its rule's time limit.
+# What SLURM was asked for, per submission (finished jobs stay visible for MinJobAge): the GPU
+# group (extraction + SAE encoding) must have asked for a GPU, the others not; every one has a
+# time limit.
 squeue --noheader --states=all --format='%i' | while read -r id; do
     info=$(scontrol show job "$id")
     rule=$(grep -o 'Comment=[^ ]*' <<<"$info")
@@ -230,12 +233,12 @@ squeue --noheader --states=all --format='%i' | while read -r id; do
     echo "$rule ${gpus:-no-gpu} $(grep -o 'TimeLimit=[^ ]*' <<<"$info") $(grep -o 'MinMemoryNode=[^ ]*' <<<"$info")"
 done | sort | uniq -c >"$T/slurm/requests.txt"
 cat "$T/slurm/requests.txt"
-for rule in extract_activations encode_sae; do
-    grep -q " $rule TresPerJob=gres:gpu:1 " "$T/slurm/requests.txt" || die "$rule did not ask SLURM for a GPU"
-done
-if grep -v -E " (extract_activations|encode_sae) " "$T/slurm/requests.txt" | grep -q TresPerJob; then
-    die "a CPU stage asked for a GPU"
+grep -q " gpu_[a-z_]* TresPerJob=gres:gpu:1 " "$T/slurm/requests.txt" || die "the gpu group did not ask SLURM for a GPU"
+if grep -v -E " gpu_[a-z_]* " "$T/slurm/requests.txt" | grep -q TresPerJob; then
+    die "a CPU submission asked for a GPU"
 fi
+n_sub=$(awk '{n += $1} END {print n}' "$T/slurm/requests.txt")
+[[ $n_sub -eq $n_sbatch ]] || say "note: squeue lists $n_sub submissions, the log $n_sbatch"
 
 wait "$LOCAL_PID" || { tail -n 60 "$T/local/snakemake.out"; die "local run failed"; }
 LOCAL_PID=
@@ -257,4 +260,7 @@ grid = pl.read_parquet(a / "grid.parquet")
 assert set(grid["family"]) == {"sae", "hidden", "tfidf"}, grid
 print(f"tables identical: {grid.height} probes (grid.csv, best.csv byte-identical; parquet frames equal)")
 EOF
-say "OK: the SLURM run (${slurm_s}s) and the local run give identical tables"
+n_jobs=$(sed -n 's/^total *\([0-9]*\)$/\1/p' "$T/local/snakemake.out" | head -n 1)
+say "local run: ${n_jobs:-?} jobs; SLURM run: $n_sbatch sbatch submissions"
+[[ -n $n_jobs && $n_sbatch -lt $n_jobs ]] || die "grouping did not reduce the submissions ($n_sbatch sbatch for ${n_jobs:-?} jobs)"
+say "OK: the SLURM run (${slurm_s}s, $n_sbatch submissions) and the local run give identical tables"
