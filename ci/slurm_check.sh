@@ -42,9 +42,13 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         slurmctld slurmd slurm-client munge >/dev/null
 fi
-if ! "$PY" -c "import snakemake_executor_plugin_slurm" 2>/dev/null; then
-    say "installing snakemake-executor-plugin-slurm into $VENV"
-    "$PY" -m pip install --quiet -c "$ROOT/constraints/cpu.txt" "snakemake-executor-plugin-slurm>=2.0"
+# The plugin's version (and its dependencies') is the one in constraints/lock.txt; an installed
+# plugin of another version is replaced by it.
+PLUGIN=$(grep -i '^snakemake-executor-plugin-slurm==' "$ROOT/constraints/lock.txt") \
+    || die "constraints/lock.txt pins no snakemake-executor-plugin-slurm (make lock)"
+if [[ $("$PY" -m pip show snakemake-executor-plugin-slurm 2>/dev/null | sed -n 's/^Version: //p') != "${PLUGIN#*==}" ]]; then
+    say "installing $PLUGIN into $VENV"
+    "$PY" -m pip install --quiet -c "$ROOT/constraints/lock.txt" "$PLUGIN"
 fi
 say "$(slurmctld -V), $("$PY" -m pip show snakemake-executor-plugin-slurm 2>/dev/null | sed -n 's/^Version: /executor plugin /p')"
 

@@ -1,6 +1,6 @@
 """Residual-stream extraction: one forward pass per (model, dataset) for all requested layers.
 
-Layer convention (DESIGN.md §5): ``layer L`` is the residual stream *after* decoder/encoder
+Layer convention (docs/DESIGN.md §5): ``layer L`` is the residual stream *after* decoder/encoder
 block L — TransformerLens ``blocks.L.hook_resid_post``, what Gemma Scope's ``layer_L`` SAEs
 were trained on, Hugging Face ``hidden_states[L+1]``. It is captured with a forward hook on
 block L (``hidden_states[-1]`` is taken after the final norm in many models, so it is never

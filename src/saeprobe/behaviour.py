@@ -5,7 +5,7 @@ Y answers a question correctly. This module produces Y's correctness labels: for
 prompt (the entry's ``prompt`` template filled with the row's columns) is followed by each
 option, and the option's **mean token cross-entropy** given the prompt is computed; the answer
 is the option with the lowest loss (ties go to the earlier option), and the item is ``correct``
-when that is the gold answer. This is the "lowest-loss option" rule of DESIGN.md §5, length
+when that is the gold answer. This is the "lowest-loss option" rule of docs/DESIGN.md §5, length
 normalised per token as in lm-evaluation-harness' ``acc_norm``-style scoring by mean loss.
 
 Tokens: the option is scored as ``" " + option`` (the space is left out when the prompt ends

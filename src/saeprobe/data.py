@@ -1,6 +1,6 @@
 """Dataset preparation: read a labelled source, normalise it, fix its splits once.
 
-Output (DESIGN.md §4, :data:`saeprobe.layout.DATA`), one row per document:
+Output (docs/DESIGN.md §4, :data:`saeprobe.layout.DATA`), one row per document:
 
 - ``doc_id`` (int64): stable 0..n-1 in source order, after dropping empty texts;
 - ``text`` (str), ``label`` (int64 index into the label names), ``label_name`` (str);

@@ -22,7 +22,7 @@ RESULTS = "results"
 UNIT = "{model}/{dataset}/{source}/layer_{layer}"
 
 # --- inputs prepared by the workflow
-DATA = "results/data/{dataset}.parquet"  # prepared dataset: doc_id, text/image, label, split (docs/DESIGN.md §2)
+DATA = "results/data/{dataset}.parquet"  # prepared dataset: doc_id, text/image, label, split (docs/DESIGN.md §4)
 BEHAVIOUR = "results/behaviour/{name}.parquet"  # a behaviour entry scored by its model (a dataset)
 MODEL = "results/models/{model}"  # folder of a randomly initialised model
 TOKENS = "results/tokens/{model}/{dataset}.parquet"

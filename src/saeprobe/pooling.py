@@ -1,6 +1,6 @@
 """Per-document pooling of token features, and binarization.
 
-Poolings (DESIGN.md §5; Gallifant et al. 2025 §3 and the MOSAIC code):
+Poolings (docs/DESIGN.md §5; Gallifant et al. 2025 §3 and the MOSAIC code):
 
 - ``mean``, ``max``, ``sum`` over the document's pooled tokens;
 - ``last``: the last pooled token (the last real token when special tokens are excluded);

@@ -1,6 +1,6 @@
 """Linear probes on pooled features, and the TF-IDF bag-of-words baseline.
 
-Method (DESIGN.md §5; Gallifant et al. 2025 §3.3, corrected): scikit-learn logistic
+Method (docs/DESIGN.md §5; Gallifant et al. 2025 §3.3, corrected): scikit-learn logistic
 regression, class-balanced, with the inverse regularisation ``C`` chosen by stratified k-fold
 cross-validation *on the train split only* (scoring: macro F1). The chosen model is refitted
 on the whole train split and evaluated once on the test split (macro F1 — the paper's main

@@ -1,6 +1,6 @@
 """Cross-lingual transfer matrices.
 
-**Transfer** (DESIGN.md §5; Gallifant et al. 2025 §5, cross-lingual): for every language A of a
+**Transfer** (docs/DESIGN.md §5; Gallifant et al. 2025 §5, cross-lingual): for every language A of a
 dataset's ``lang`` column, one probe is fitted on A's *train* rows only — C chosen by stratified
 CV on those rows (:func:`saeprobe.probes.fit_cv`) — and that one fitted probe is scored on the
 *test* rows of every language B. The diagonal (A = B) is the in-language score. Test rows never
