@@ -108,6 +108,21 @@ def test_purposes_pick_the_auto_class(tiny_llama):
         load_pretrained(spec, "t", "seq2seq", torch.device("cpu"), torch.float32)
 
 
+def test_vision_layers_are_checked_before_the_weights(tmp_path, monkeypatch):
+    import transformers
+
+    from saeprobe import randinit, vision
+
+    randinit.save(randinit.build("tiny-paligemma", {}, seed=0), tmp_path / "pg", STORIES)
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights were loaded before the layer check")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_weights)
+    with pytest.raises(ConfigError, match=r"models\.pg\.layers: layers \[5\] do not exist: .* has 3 blocks"):
+        vision.load({"path": str(tmp_path / "pg"), "layers": [1, 5]}, "pg", torch.device("cpu"), torch.float32)
+
+
 def test_an_unavailable_device_is_a_config_error():
     from saeprobe.models import pick_device
 
