@@ -1,17 +1,15 @@
 """Snakemake adapter: one forward pass, residual stream to a ragged Zarr store (saeprobe.activations)."""
-import json
 import platform
 import time
 
-import numpy as np
-import pyarrow.parquet as pq
 import torch
 import transformers
 import zarr
 
 import saeprobe
+from saeprobe import tokenize
 from saeprobe.activations import extract
-from saeprobe.io import atomic_path, reading, setup_logging
+from saeprobe.io import atomic_path, setup_logging
 from saeprobe.models import load_model, pick_device, pick_dtype
 
 log = setup_logging(snakemake.log[0])
@@ -21,13 +19,7 @@ device = pick_device(snakemake.config["device"])
 dtype = pick_dtype(spec["dtype"], device)
 model = load_model(spec, name, device, dtype)
 
-with reading(snakemake.input.tokens):
-    table = pq.read_table(snakemake.input.tokens)
-lengths = table.column("n_tokens").to_numpy().astype(np.int64)
-cuts = np.cumsum(lengths)[:-1]
-ids = np.split(table.column("input_ids").combine_chunks().flatten().to_numpy().astype(np.int64), cuts)
-special = np.split(table.column("special_mask").combine_chunks().flatten().to_numpy(zero_copy_only=False), cuts)
-tok_meta = json.loads(table.schema.metadata[b"saeprobe.tokenizer"])
+ids, special, tok_meta = tokenize.read(snakemake.input.tokens)
 
 convention = spec["layer_convention"]
 start = time.perf_counter()
