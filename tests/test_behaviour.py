@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from saeprobe import behaviour as bh
-from saeprobe.errors import ConfigError, DataError
-from saeprobe.models import load_tokenizer
+from saeprobe import behaviour_data as bd
+from saeprobe.behaviour_tables import TABLE_COLUMNS
+from saeprobe.errors import ConfigError, DataError, ModelLoadError
+from saeprobe.models import load_pretrained, load_tokenizer
 from tests.conftest import DATA
 
 CPU = torch.device("cpu")
@@ -22,7 +24,7 @@ PROMPT = "{question}\nAnswer:"
 @pytest.fixture(scope="module")
 def llama(tiny_llama):
     spec = {"path": str(tiny_llama)}
-    return bh.load_causal_lm(spec, "tiny", CPU, torch.float32), load_tokenizer(spec, "tiny")
+    return load_pretrained(spec, "tiny", "causal_lm", CPU, torch.float32), load_tokenizer(spec, "tiny")
 
 
 def mc(**columns) -> pl.DataFrame:
@@ -76,10 +78,10 @@ def test_answer_is_the_lowest_loss_option_and_correct_compares_with_gold(llama):
     scores = bh.score(model, tok, items, max_length=256)
     assert scores.predicted.tolist() == best
     assert scores.correct.tolist() == [True, False]
-    out = bh.frame(items, scores)
+    out = bd.frame(items, scores)
     assert out["label"].to_list() == ["correct", "incorrect"]
     assert out["predicted_text"][0] == df["choices"][0][best[0]] and out["answer_text"][1] == df["choices"][1][gold[1]]
-    meta = bh.summary(items, scores)
+    meta = bd.summary(items, scores)
     assert meta["accuracy"] == 0.5 and meta["majority_rate"] == 0.5 and meta["chance_accuracy"] == pytest.approx(5 / 12)
 
 
@@ -113,7 +115,7 @@ def test_long_prompts_are_cut_from_the_left_counted_and_logged(llama, caplog):
 
 def test_gemma2_softcapped_head_matches_its_own_logits(tiny_gemma2):
     spec = {"path": str(tiny_gemma2)}
-    model, tok = bh.load_causal_lm(spec, "g", CPU, torch.float32), load_tokenizer(spec, "g")
+    model, tok = load_pretrained(spec, "g", "causal_lm", CPU, torch.float32), load_tokenizer(spec, "g")
     assert model.config.final_logit_softcapping and model.config._attn_implementation == "eager"
     items = items_of(mc())
     scores = bh.score(model, tok, items, max_length=128)
@@ -193,25 +195,25 @@ def test_encoder_or_headless_models_are_refused(tmp_path):
     bert = BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                 intermediate_size=32))
     bert.save_pretrained(tmp_path / "bert")
-    with pytest.raises(ConfigError, match=r"must be a causal language model.*BertModel \(bert\)"):
-        bh.load_causal_lm({"path": str(tmp_path / "bert")}, "enc", CPU, torch.float32)
+    with pytest.raises(ModelLoadError, match=r"must be a causal language model.*BertModel \(bert\)"):
+        load_pretrained({"path": str(tmp_path / "bert")}, "enc", "causal_lm", CPU, torch.float32)
     # The same weights claimed to be a BERT LM-head model: its head is missing from the checkpoint.
     cfg_path = tmp_path / "bert" / "config.json"
     cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "architectures": ["BertLMHeadModel"]}))
     with pytest.raises(ConfigError, match="has no trained language-model head"):
-        bh.load_causal_lm({"path": str(tmp_path / "bert")}, "enc", CPU, torch.float32)
+        load_pretrained({"path": str(tmp_path / "bert")}, "enc", "causal_lm", CPU, torch.float32)
     LlamaModel(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path / "base")
     with pytest.raises(ConfigError, match="LlamaModel"):
-        bh.load_causal_lm({"path": str(tmp_path / "base")}, "base", CPU, torch.float32)
+        load_pretrained({"path": str(tmp_path / "base")}, "base", "causal_lm", CPU, torch.float32)
 
 
 def test_write_and_read_meta_roundtrip(llama, tmp_path):
     model, tok = llama
     items = items_of(mc())
     scores = bh.score(model, tok, items, max_length=256)
-    bh.write(bh.frame(items, scores), bh.summary(items, scores, scorer="tiny"), tmp_path / "b.parquet")
-    meta = bh.read_meta(tmp_path / "b.parquet")
+    bd.write(bd.frame(items, scores), bd.summary(items, scores, scorer="tiny"), tmp_path / "b.parquet")
+    meta = bd.read_meta(tmp_path / "b.parquet")
     assert meta["scorer"] == "tiny" and meta["n_items"] == 2
     back = pl.read_parquet(tmp_path / "b.parquet")
     assert back["losses"].to_list() == scores.losses and back["correct"].to_list() == scores.correct.tolist()
@@ -258,7 +260,7 @@ def test_behaviour_stage_runs_to_the_table(tmp_path, tiny_llama):
     snakemake(tmp_path, target)
     res = tmp_path / "results"
     scored = pl.read_parquet(res / "behaviour" / "copa_tiny.parquet")
-    meta = bh.read_meta(res / "behaviour" / "copa_tiny.parquet")
+    meta = bd.read_meta(res / "behaviour" / "copa_tiny.parquet")
     assert scored.height == 40 and meta["n_items"] == 40 and meta["scorer"] == "tiny"
     assert scored["item_id"].to_list() == pl.read_parquet(DATA / "copa.parquet")["id"].head(40).to_list()
     assert scored["text"][0].endswith("What was the cause?\nAnswer:")
@@ -272,7 +274,7 @@ def test_behaviour_stage_runs_to_the_table(tmp_path, tiny_llama):
     n_test = int((prepared["split"] == "test").sum())
     assert n_test == 8 and prepared["label_name"].to_list() == scored["label"].to_list()
     table = pl.read_parquet(res / "tables" / "behaviour.parquet")
-    assert table.columns == bh.TABLE_COLUMNS
+    assert table.columns == TABLE_COLUMNS
     assert table["family"].to_list() == ["hidden", "tfidf"] and table["probe_model"].to_list() == ["tiny", "-"]
     assert (table["dataset"] == "copa_tiny").all() and (table["scorer_model"] == "tiny").all()
     assert table["scorer_accuracy"][0] == pytest.approx(meta["accuracy"]) and (table["n_test"] == n_test).all()
@@ -284,10 +286,11 @@ def test_behaviour_stage_runs_to_the_table(tmp_path, tiny_llama):
     assert "copa_tiny" in (res / "tables" / "behaviour.md").read_text()
     assert pl.read_csv(res / "tables" / "behaviour.csv").height == 2
 
-    # Probe-only and speed settings do not rescore; the prompt does.
+    # Probe-only, speed and placement settings (the `runtime` param) do not rescore; the prompt does.
     changed = json.loads(json.dumps(cfg))
     changed["behaviour"]["copa_tiny"]["batch_size"] = 3
     changed["models"]["tiny"]["token_budget"] = 512
+    changed["device"] = "auto"
     write_config(tmp_path, changed)
     assert planned_for(tmp_path, target) == set()
     changed["behaviour"]["copa_tiny"]["prompt"] = "{question}\nAnswer:"

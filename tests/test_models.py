@@ -7,7 +7,16 @@ import zarr
 
 from saeprobe.activations import LayerCapture, extract
 from saeprobe.errors import ConfigError
-from saeprobe.models import blocks, load_model, load_tokenizer, native_bf16, pick_dtype, resolve_source
+from saeprobe.models import (
+    blocks,
+    load_model,
+    load_pretrained,
+    load_processor,
+    load_tokenizer,
+    native_bf16,
+    pick_dtype,
+    resolve_source,
+)
 from saeprobe.store import ActivationStore
 from saeprobe.tokenize import tokenize
 from tests.conftest import STORIES
@@ -50,3 +59,84 @@ def test_minilm_from_package_special_tokens_and_layers(tmp_path):
     store = ActivationStore(tmp_path / "m.zarr")
     i = int(np.flatnonzero(store.doc_id == 1)[0])
     np.testing.assert_allclose(store.rows(2, store.offsets[i], store.offsets[i + 1]), ref[3][0].detach().numpy(), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- the one loader
+
+
+def _copy_model(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_load_failures_are_one_line_errors_naming_the_key(tiny_llama, tmp_path):
+    from saeprobe.errors import ModelLoadError
+
+    folder = _copy_model(tiny_llama, tmp_path / "m")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError) as err:
+        load_model({"path": str(folder)}, "nowts", torch.device("cpu"), torch.float32)
+    msg = str(err.value)
+    assert msg.startswith(f"models.nowts: could not load model weights from '{folder}': OSError: ") and "\n" not in msg
+    for tok_file in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / tok_file).unlink()
+    with pytest.raises(ModelLoadError, match=r"models\.notok: could not load a tokenizer from") as err:
+        load_tokenizer({"path": str(folder)}, "notok")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelLoadError, match=r"models\.noproc: could not load a processor from"):
+        load_processor({"path": str(folder)}, "noproc")
+
+
+def test_truncated_weights_are_a_damaged_file(tiny_llama, tmp_path):
+    from saeprobe.errors import CacheError
+
+    folder = _copy_model(tiny_llama, tmp_path / "m")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CacheError, match="damaged or incomplete file .*restore or replace it"):
+        load_model({"path": str(folder)}, "cut", torch.device("cpu"), torch.float32)
+
+
+def test_purposes_pick_the_auto_class(tiny_llama):
+    spec = {"path": str(tiny_llama)}
+    assert type(load_pretrained(spec, "t", "base", torch.device("cpu"), torch.float32)).__name__ == "LlamaModel"
+    lm = load_pretrained(spec, "t", "causal_lm", torch.device("cpu"), torch.float32)
+    assert type(lm).__name__ == "LlamaForCausalLM" and not lm.training
+    with pytest.raises(ValueError, match="unknown model purpose"):
+        load_pretrained(spec, "t", "seq2seq", torch.device("cpu"), torch.float32)
+
+
+def test_vision_layers_are_checked_before_the_weights(tmp_path, monkeypatch):
+    import transformers
+
+    from saeprobe import randinit, vision
+
+    randinit.save(randinit.build("tiny-paligemma", {}, seed=0), tmp_path / "pg", STORIES)
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights were loaded before the layer check")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_weights)
+    with pytest.raises(ConfigError, match=r"models\.pg\.layers: layers \[5\] do not exist: .* has 3 blocks"):
+        vision.load({"path": str(tmp_path / "pg"), "layers": [1, 5]}, "pg", torch.device("cpu"), torch.float32)
+
+
+def test_an_unavailable_device_is_a_config_error():
+    from saeprobe.models import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"device: 'cuda:0' is not available here \(0 CUDA devices"):
+            pick_device("cuda:0")
+    else:
+        with pytest.raises(ConfigError, match="is not available here"):
+            pick_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_bad_random_overrides_are_a_config_error():
+    from saeprobe import randinit
+
+    with pytest.raises(ConfigError, match=r"random model preset 'tiny-gemma2': cannot build it with overrides"):
+        randinit.build("tiny-gemma2", {"num_attention_heads": 3}, seed=0)  # hidden_size 32 is not a multiple of 3

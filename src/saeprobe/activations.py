@@ -7,8 +7,8 @@ block L (``hidden_states[-1]`` is taken after the final norm in many models, so 
 used). ``layer_convention='mosaic'`` instead captures the *input* of block L, i.e.
 ``hidden_states[L]`` exactly as the MOSAIC reference code indexed it.
 
-The forward pass stops (by an exception raised from the hook) as soon as the deepest
-requested layer has been captured. Documents are sorted by length and batched under a padded
+The forward pass stops (by :class:`StopForward`, raised from the hook) as soon as the deepest
+requested layer has been captured (:class:`LayerCapture`). Documents are sorted by length and batched under a padded
 token budget; only real (non-pad) tokens are written. Rows are cast to the stored dtype on the
 model's device and handed to a writer thread (:class:`saeprobe.store.BackgroundWriter`), so
 compression and Zarr I/O overlap with the next batch's forward pass.
@@ -29,16 +29,34 @@ from torch import nn
 from tqdm import tqdm
 
 from saeprobe import heap
+from saeprobe.errors import NonFiniteError, StoreRangeError
 from saeprobe.models import blocks
 from saeprobe.store import ACTIVATION_COMPRESSOR, CHUNK_TOKENS, AppendWriter, BackgroundWriter, create_array, write_index
+
+__all__ = ["FLOAT16_MAX", "LayerCapture", "StopForward", "check_activations", "extract", "hook_point", "plan_batches"]
 
 log = logging.getLogger("saeprobe")
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-class _StopForward(Exception):
-    """Raised by the capture hook once the deepest layer is captured."""
+class StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a :class:`LayerCapture` hook once the deepest requested layer is captured.
+
+    :meth:`LayerCapture.run` catches it; code that calls the model itself while a capture is
+    attached must catch it around the forward call (the rest of the forward pass is skipped).
+    """
+
+
+def hook_point(convention: str, module: str = "") -> str:
+    """The name of the captured activations, with a ``{layer}`` placeholder, for store metadata.
+
+    ``block_output``: ``blocks.{layer}.hook_resid_post`` (TransformerLens' name); ``mosaic``:
+    ``hidden_states[{layer}] (block input)``. ``module`` prefixes it (``language_model`` for a
+    vision-language model's language model).
+    """
+    name = "blocks.{layer}.hook_resid_post" if convention == "block_output" else "hidden_states[{layer}] (block input)"
+    return f"{module}.{name}" if module else name
 
 
 def plan_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
@@ -63,15 +81,20 @@ def plan_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
 def check_activations(h: torch.Tensor, layer: int, docs: np.ndarray, store_dtype: str) -> float:
     """Largest |activation| of ``h`` (any float dtype; |x| and max are exact, so no float32 copy).
 
+    Args:
+        h: (tokens, d_model) activations of ``layer`` for documents ``docs`` ((n,) doc ids).
     Raises:
-        FloatingPointError: a NaN or infinity; names the layer and the documents.
-        OverflowError: ``store_dtype='float16'`` and a magnitude exceeds float16's range (65504).
+        NonFiniteError: a NaN or infinity (also a ``FloatingPointError``); names the layer and
+            the documents.
+        StoreRangeError: ``store_dtype='float16'`` and a magnitude exceeds float16's range
+            (65504; also an ``OverflowError``).
     """
     peak = float(h.abs().max()) if h.numel() else 0.0
     if not np.isfinite(peak):
-        raise FloatingPointError(f"layer {layer}: non-finite activations in documents {docs.tolist()[:10]}")
+        raise NonFiniteError(f"layer {layer}: non-finite activations (NaN or inf) in documents {docs.tolist()[:10]}; "
+                             "check the weights, or compute in a wider dtype (dtype: float32)")
     if store_dtype == "float16" and peak > FLOAT16_MAX:
-        raise OverflowError(
+        raise StoreRangeError(
             f"layer {layer}: activation magnitude {peak:.0f} exceeds float16's range (65504) "
             f"in documents {docs.tolist()[:10]}; set store_dtype: float32 for this model"
         )
@@ -88,7 +111,23 @@ def _accepts_use_cache(model: nn.Module) -> bool:
 
 
 class LayerCapture:
-    """Forward hooks that capture the residual stream at ``layers`` and stop the pass early."""
+    """Forward hooks that capture the residual stream at ``layers`` and stop the pass early.
+
+    Args:
+        model: the module whose blocks (:func:`saeprobe.models.blocks`) are hooked: a base
+            transformer, or a vision-language model's language model.
+        layers: block indices; ``convention``: ``block_output`` (the block's output,
+            ``hidden_states[L+1]``) or ``mosaic`` (its input, ``hidden_states[L]``).
+
+    After a forward pass ``captured`` maps each layer to its (batch, seq, d_model) tensor in the
+    compute dtype; the hook of the deepest layer raises :class:`StopForward`. Call
+    :meth:`remove` when done (the hooks stay on the model otherwise).
+
+    Raises:
+        ValueError: a layer that is not a block of the model, or an unknown convention (the
+            workflow checks both earlier, naming the config key: :func:`saeprobe.models.load_pretrained`
+            and the config schema).
+    """
 
     def __init__(self, model: nn.Module, layers: Sequence[int], convention: str = "block_output"):
         self.blocks = blocks(model)
@@ -116,7 +155,7 @@ class LayerCapture:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             self.captured[layer] = output[0] if isinstance(output, tuple) else output
             if stop:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
@@ -124,20 +163,31 @@ class LayerCapture:
         def hook(module: nn.Module, args: Any, kwargs: Any) -> None:
             self.captured[layer] = args[0] if args else kwargs["hidden_states"]
             if stop:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
-    def run(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[int, torch.Tensor]:
-        """One forward pass; returns {layer: (batch, seq, d_model) tensor}.
+    def run(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+            **inputs: torch.Tensor) -> dict[int, torch.Tensor]:
+        """One forward pass of ``model`` (the hooked module or a model containing it); returns
+        {layer: (batch, seq, d_model) tensor}.
+
+        Args:
+            input_ids, attention_mask: (batch, seq) on the model's device.
+            inputs: further forward arguments (a vision-language model's ``pixel_values``,
+                ``token_type_ids``).
 
         Decoders are called with ``use_cache=False``: a key/value cache is never reused here, and
-        building one costs time (~20% of a stories260K pass on 64 x 128 tokens, CPU)."""
+        building one costs time (~20% of a stories260K pass on 64 x 128 tokens, CPU).
+
+        Raises:
+            RuntimeError: a hook did not fire (the forward pass skipped a block).
+        """
         self.captured = {}
         kwargs = {"use_cache": False} if _accepts_use_cache(model) else {}
         try:
-            model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        except _StopForward:
+            model(input_ids=input_ids, attention_mask=attention_mask, **inputs, **kwargs)
+        except StopForward:
             pass
         missing = [layer for layer in self.layers if layer not in self.captured]
         if missing:
@@ -145,6 +195,7 @@ class LayerCapture:
         return self.captured
 
     def remove(self) -> None:
+        """Detach the hooks from the model."""
         for h in self.handles:
             h.remove()
         self.handles = []
@@ -178,8 +229,9 @@ def extract(
     Returns:
         Statistics: tokens, documents, max |activation| per layer.
     Raises:
-        OverflowError: ``store_dtype='float16'`` and an activation exceeds float16's range
+        StoreRangeError: ``store_dtype='float16'`` and an activation exceeds float16's range
             (65504); names the layer and the documents — use ``store_dtype: float32``.
+        NonFiniteError: NaN or infinite activations (see :func:`check_activations`).
     """
     device = next(model.parameters()).device
     lengths = np.array([len(x) for x in input_ids], dtype=np.int64)

@@ -1,4 +1,4 @@
-"""Behaviour labels: score a causal language model on multiple-choice questions.
+"""Behaviour labels: multiple-choice items, and a causal language model's answers to them.
 
 The paper's cross-model experiment asks whether the features of model X predict whether model
 Y answers a question correctly. This module produces Y's correctness labels: for each item the
@@ -16,20 +16,11 @@ When ``prefix + prompt + option`` exceeds the model's ``max_length`` the prompt 
 **left** (the BOS kept); if even the option does not fit beside one prompt token, the option is
 cut from the right. Both are counted and logged.
 
-Output (:data:`saeprobe.layout.BEHAVIOUR`, written by :func:`write`), one row per item in
-source order (the first ``max_items`` rows):
-
-- ``text`` (str): the filled prompt — what the probes read;
-- ``label`` (str): ``correct`` / ``incorrect`` — what the probes predict;
-- ``item_id`` (str): the source's ``id`` column, else the source row number;
-- ``source_row`` (int64), ``answer`` (int64, gold index), ``answer_text`` (str),
-  ``predicted`` (int64), ``predicted_text`` (str), ``correct`` (bool);
-- ``losses`` (list<float64>): mean token loss per option (nats), in the source's option order;
-- ``option_tokens`` (list<int32>): tokens scored per option;
-- ``prompt_truncated`` (bool): the prompt was cut for at least one option.
-
-The Parquet schema metadata key ``saeprobe.behaviour`` holds a JSON summary (:func:`summary`):
-scorer, accuracy, majority-label rate, chance rate, truncation and tie counts.
+This module holds the items (:func:`read_items`, :func:`prepare_items`) and the scoring
+(:func:`encode`, :func:`option_losses`, :func:`score`; :func:`score_entry` runs the stage). The
+scorer is loaded by :func:`saeprobe.models.load_pretrained` (purpose ``causal_lm``); the file it
+writes (:data:`saeprobe.layout.BEHAVIOUR`, columns and summary metadata) is
+:mod:`saeprobe.behaviour_data`; the behaviour table is :mod:`saeprobe.behaviour_tables`.
 """
 
 from __future__ import annotations
@@ -41,25 +32,21 @@ import os
 import re
 import string
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
 from saeprobe import data
 from saeprobe.activations import plan_batches
-from saeprobe.errors import ConfigError, DataError
-from saeprobe.io import atomic_path, reading
-from saeprobe.models import attention_kwargs, resolve_source
+from saeprobe.behaviour_data import frame, summary
+from saeprobe.errors import ConfigError, DataError, one_line
 
 log = logging.getLogger("saeprobe")
 
-META_KEY = b"saeprobe.behaviour"
-CORRECT, INCORRECT = "correct", "incorrect"
+DEFAULT_PROMPT = "{question}\nAnswer:"
 
 
 # --------------------------------------------------------------------------- reading the items
@@ -84,7 +71,7 @@ def read_items(spec: dict[str, Any], name: str) -> tuple[pl.DataFrame, str]:
         return data.read_source(hub, f"behaviour.{name}")
     except DataError as exc:
         if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise DataError(f"{exc}\n(the run is offline — `offline: true` — and '{spec['hub']}' is not in the local "
+            raise DataError(f"{exc} (the run is offline — `offline: true` — and '{spec['hub']}' is not in the local "
                             f"cache; set offline: false, or download it and give behaviour.{name}.path)") from exc
         raise
 
@@ -98,7 +85,7 @@ def template_fields(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ConfigError(f"prompt template {template!r} is malformed: {exc}") from exc
+        raise ConfigError(f"prompt template {template!r} is malformed: {one_line(exc)}") from exc
     fields = []
     for _, field, _, _ in parsed:
         if field is None:
@@ -143,7 +130,7 @@ def prepare_items(df: pl.DataFrame, spec: dict[str, Any], name: str, origin: str
         if col not in df.columns:
             raise DataError(f"{where}: no {role} column '{col}'; columns are {df.columns}. "
                             f"Set behaviour.{name}.{role}_column in the config.")
-    template = spec.get("prompt", "{question}\nAnswer:")
+    template = spec.get("prompt", DEFAULT_PROMPT)
     fields = template_fields(template)
     unknown = [f for f in fields if f != "question" and f not in df.columns]
     if unknown:
@@ -197,7 +184,7 @@ def prepare_items(df: pl.DataFrame, spec: dict[str, Any], name: str, origin: str
         try:
             prompts.append(template.format_map(values))
         except (AttributeError, IndexError, KeyError, ValueError) as exc:
-            raise ConfigError(f"behaviour.{name}.prompt: cannot fill {template!r} for row {i}: {exc}") from exc
+            raise ConfigError(f"behaviour.{name}.prompt: cannot fill {template!r} for row {i}: {one_line(exc)}") from exc
 
     ids = [str(v) for v in df["id"].to_list()] if "id" in df.columns else [str(i) for i in range(df.height)]
     return Items(prompts, choices, answers, ids, np.arange(df.height, dtype=np.int64))
@@ -215,43 +202,7 @@ def _json_list(value: Any, where: str, col: str, row: int) -> list[str] | None:
     return parsed
 
 
-# --------------------------------------------------------------------------- the scorer model
-
-
-def load_causal_lm(spec: dict[str, Any], name: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """Load ``models.<name>`` as a causal LM **with its trained LM head**, in eval mode.
-
-    Raises:
-        ConfigError: the checkpoint is not a causal LM (e.g. an encoder like MiniLM/BERT, or a base
-            model saved without its head): its head weights would be random, so scores would mean nothing.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    source = resolve_source(spec, name)
-    try:
-        cfg = AutoConfig.from_pretrained(source, revision=spec.get("revision"))
-    except Exception as exc:
-        raise ConfigError(f"models.{name}: could not load a model config from '{source}': {exc}") from exc
-    archs = list(getattr(cfg, "architectures", None) or [])
-    if archs and not any("CausalLM" in a or "LMHead" in a for a in archs):
-        raise ConfigError(f"behaviour scorer '{name}' must be a causal language model with an LM head, but "
-                          f"'{source}' is a {', '.join(archs)} ({cfg.model_type}); score with a decoder model "
-                          "(e.g. Llama, Gemma) and probe with this one instead")
-    kwargs = attention_kwargs(spec, getattr(cfg, "model_type", ""))
-    try:
-        model, info = AutoModelForCausalLM.from_pretrained(source, revision=spec.get("revision"), dtype=dtype,
-                                                           output_loading_info=True, **kwargs)
-    except ValueError as exc:
-        raise ConfigError(f"behaviour scorer '{name}': '{source}' ({cfg.model_type}) is not a causal language "
-                          f"model: {exc}") from exc
-    except Exception as exc:
-        raise ConfigError(f"models.{name}: could not load causal-LM weights from '{source}': {exc}") from exc
-    missing = sorted(info.get("missing_keys") or [])
-    if missing:
-        raise ConfigError(f"behaviour scorer '{name}': '{source}' has no trained language-model head (weights "
-                          f"missing from the checkpoint: {missing[:4]}{' ...' if len(missing) > 4 else ''}); "
-                          "score with a causal LM checkpoint")
-    return model.to(device).eval()
+# --------------------------------------------------------------------------- tokens of the options
 
 
 def model_max_length(model: nn.Module, configured: int) -> int:
@@ -457,143 +408,41 @@ def score(model: nn.Module, tokenizer: Any, items: Items, max_length: int, token
     return Scores(losses, tokens, predicted, predicted == items.answers, p_cut, n_p, n_o, ties)
 
 
-# --------------------------------------------------------------------------- output
+# --------------------------------------------------------------------------- the stage
 
 
-def frame(items: Items, scores: Scores) -> pl.DataFrame:
-    """The behaviour dataset (columns in the module docstring)."""
-    return pl.DataFrame({
-        "text": items.prompts,
-        "label": [CORRECT if c else INCORRECT for c in scores.correct],
-        "item_id": items.item_ids,
-        "source_row": items.source_rows,
-        "answer": items.answers,
-        "answer_text": [c[a] for c, a in zip(items.choices, items.answers, strict=True)],
-        "predicted": scores.predicted,
-        "predicted_text": [c[p] for c, p in zip(items.choices, scores.predicted, strict=True)],
-        "correct": scores.correct,
-        "losses": pl.Series(scores.losses, dtype=pl.List(pl.Float64)),
-        "option_tokens": pl.Series(scores.option_tokens, dtype=pl.List(pl.Int32)),
-        "prompt_truncated": scores.prompt_truncated,
-    })
-
-
-def summary(items: Items, scores: Scores, **extra: Any) -> dict[str, Any]:
-    """Accuracy and baselines of one scoring run.
-
-    ``majority_rate`` is the share of the more common of correct/incorrect (what a probe
-    predicting one label everywhere would reach); ``chance_accuracy`` the mean of 1/n_choices;
-    ``gold_position_majority`` the accuracy of always answering the most common gold index.
-    """
-    n = len(items.prompts)
-    n_correct = int(scores.correct.sum())
-    acc = n_correct / n
-    gold_pos = np.bincount(items.answers).max() / n
-    return {
-        **extra, "n_items": n, "n_correct": n_correct, "accuracy": acc,
-        "majority_label": CORRECT if n_correct >= n - n_correct else INCORRECT, "majority_rate": max(acc, 1 - acc),
-        "chance_accuracy": float(np.mean([1 / len(c) for c in items.choices])),
-        "gold_position_majority": float(gold_pos), "n_prompt_truncated": scores.n_prompt_truncated,
-        "n_items_prompt_truncated": int(scores.prompt_truncated.sum()),
-        "n_option_truncated": scores.n_option_truncated, "n_ties": scores.n_ties,
-    }
-
-
-def write(df: pl.DataFrame, meta: dict[str, Any], path: str | Path) -> None:
-    """Write the behaviour dataset atomically with ``meta`` as JSON under :data:`META_KEY`."""
-    table = df.to_arrow()
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """The JSON summary stored by :func:`write` (empty dict when absent)."""
-    with reading(path):
-        raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
-        return json.loads(raw) if raw else {}
-
-
-def score_entry(spec: dict[str, Any], name: str, model_spec: dict[str, Any], scorer: str,
-                device: torch.device, dtype: torch.dtype) -> tuple[pl.DataFrame, dict[str, Any]]:
+def score_entry(spec: dict[str, Any], name: str, model_spec: dict[str, Any], scorer: str, device: torch.device,
+                dtype: torch.dtype, *, token_budget: int = 16384, batch_size: int = 16,
+                ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Read, validate and score ``behaviour.<name>`` with model ``scorer``.
 
     Args:
-        spec: the ``behaviour.<name>`` config entry (defaults filled).
-        model_spec: the ``models.<scorer>`` config entry (defaults filled).
+        spec: the ``behaviour.<name>`` settings that change the scores (source, columns,
+            ``prompt``, ``max_items``; defaults filled).
+        model_spec: the scorer's source keys, ``max_length``, ``attn_implementation`` (defaults filled).
+        dtype: the scorer's compute dtype.
+        token_budget, batch_size: padded tokens and (item, option) pairs per forward pass (speed
+            and memory only; the losses do not depend on them beyond float rounding).
     Returns:
-        (the behaviour dataset :func:`frame`, its :func:`summary` with the scoring settings)
+        (the behaviour dataset :func:`saeprobe.behaviour_data.frame`, its
+        :func:`~saeprobe.behaviour_data.summary` with the scoring settings)
     Raises:
-        ConfigError, DataError: see :func:`prepare_items`, :func:`load_causal_lm`, :func:`encode`.
+        ConfigError, DataError: see :func:`prepare_items`, :func:`saeprobe.models.load_pretrained`,
+            :func:`encode`.
     """
-    from saeprobe.models import load_tokenizer
+    from saeprobe.models import load_pretrained, load_tokenizer
 
     df, origin = read_items(spec, name)
     items = prepare_items(df, spec, name, origin)
     tokenizer = load_tokenizer(model_spec, scorer)
-    model = load_causal_lm(model_spec, scorer, device, dtype)
+    model = load_pretrained(model_spec, scorer, "causal_lm", device, dtype)
     max_length = model_max_length(model, model_spec.get("max_length", 512))
-    scores = score(model, tokenizer, items, max_length, token_budget=model_spec.get("token_budget", 16384),
-                   batch_size=spec.get("batch_size", 16))
+    scores = score(model, tokenizer, items, max_length, token_budget=token_budget, batch_size=batch_size)
     meta = summary(items, scores, behaviour=name, scorer=scorer, source=origin, n_source_rows=df.height,
-                   prompt=spec.get("prompt", "{question}\nAnswer:"), max_length=max_length,
+                   prompt=spec.get("prompt", DEFAULT_PROMPT), max_length=max_length,
                    dtype=str(dtype).removeprefix("torch."), device=str(device), scoring="mean token loss, lowest wins",
                    model_class=type(model).__name__)
     if meta["n_correct"] in (0, meta["n_items"]):
         log.warning("behaviour %s: the scorer got %d of %d items right, so the labels have a single class and "
                     "cannot be probed", name, meta["n_correct"], meta["n_items"])
     return frame(items, scores), meta
-
-
-# --------------------------------------------------------------------------- the behaviour table
-
-TABLE_COLUMNS = [
-    "dataset", "scorer_model", "scorer_accuracy", "n_items", "majority_rate", "majority_rate_test", "n_test", "probe_model",
-    "family", "source", "layer", "pooling", "binarize", "C", "cv_macro_f1", "test_macro_f1", "test_accuracy",
-    "test_auroc",
-]
-
-
-def dataset_stats(name: str, scored: str | Path, prepared: str | Path) -> dict[str, Any]:
-    """Scorer accuracy and majority-label rates of one behaviour dataset.
-
-    Args:
-        scored: :data:`saeprobe.layout.BEHAVIOUR` (its metadata summary).
-        prepared: :data:`saeprobe.layout.DATA` (its fixed splits).
-    Returns:
-        dataset, scorer_model, scorer_accuracy (all items), n_items, majority_rate (all items),
-        majority_rate_test and n_test (the test split the probes are scored on).
-    """
-    meta = read_meta(scored)
-    if not meta:
-        raise DataError(f"{scored}: no '{META_KEY.decode()}' metadata; rerun score_behaviour")
-    df, _ = data.read(prepared)
-    test = df.filter(pl.col("split") == "test")
-    counts = test["label_name"].value_counts()["count"] if test.height else pl.Series([0])
-    return {
-        "dataset": name, "scorer_model": meta["scorer"], "scorer_accuracy": meta["accuracy"], "n_items": meta["n_items"],
-        "majority_rate": meta["majority_rate"],
-        "majority_rate_test": float(counts.max() / test.height) if test.height else None, "n_test": test.height,
-    }
-
-
-def table(probe_paths: list[str], stats: list[dict[str, Any]]) -> pl.DataFrame:
-    """One row per (behaviour dataset, probe model, feature family): the best probe on **CV** macro F1.
-
-    Selection is :func:`saeprobe.tables.best` (CV macro F1, never test); its test macro F1 and
-    accuracy are reported beside the scorer's accuracy and the majority-label rates, which a
-    probe must beat to have learned anything. TF-IDF rows have ``probe_model`` ``-``.
-
-    Returns:
-        Frame with :data:`TABLE_COLUMNS`, sorted by dataset, probe model, family (sae, hidden), TF-IDF last.
-    """
-    from saeprobe import tables
-
-    best = tables.best(tables.grid(probe_paths)).rename({"model": "probe_model"})
-    best = best.with_columns(pl.col("probe_model").fill_null("-"))
-    schema = {"dataset": pl.String, "scorer_model": pl.String, "scorer_accuracy": pl.Float64, "n_items": pl.Int64,
-              "majority_rate": pl.Float64, "majority_rate_test": pl.Float64, "n_test": pl.Int64}
-    per_dataset = pl.DataFrame(stats, schema=schema, orient="row")
-    order = pl.col("family").replace_strict({"sae": 0, "hidden": 1, "tfidf": 2}, return_dtype=pl.Int8)
-    out = per_dataset.join(best, on="dataset", how="left")
-    return out.sort(["dataset", pl.col("family") == "tfidf", "probe_model", order], nulls_last=True).select(TABLE_COLUMNS)

@@ -35,7 +35,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
-from saeprobe.errors import DataError
+from saeprobe.errors import DataError, one_line
 from saeprobe.io import atomic_path, reading
 
 log = logging.getLogger("saeprobe")
@@ -84,7 +84,7 @@ def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFra
             if where:
                 raise DataError(f"dataset '{name}': {path} is not valid UTF-8: {where}; re-encode the file as UTF-8 "
                                 f"(e.g. iconv -f latin1 -t utf-8)") from exc
-            raise DataError(f"dataset '{name}': could not read {path}: {exc}") from exc
+            raise DataError(f"dataset '{name}': could not read {path}: {one_line(exc)}") from exc
         return df, str(path)
 
     import datasets  # heavy; only needed for hub datasets
@@ -97,7 +97,7 @@ def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFra
             ds = datasets.load_dataset(spec["hub"], config_name, revision=spec.get("revision"))
         except Exception as exc:
             what = f"'{spec['hub']}'" + (f" (config '{config_name}')" if config_name else "")
-            raise DataError(f"dataset '{name}': could not load {what} from the Hugging Face hub: {exc}") from exc
+            raise DataError(f"dataset '{name}': could not load {what} from the Hugging Face hub: {one_line(exc)}") from exc
         for split in spec.get("hub_splits") or list(ds.keys()):
             if split not in ds:
                 raise DataError(f"dataset '{name}': hub dataset '{spec['hub']}' has no split '{split}' (has {list(ds)})")
@@ -418,7 +418,7 @@ def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str
         except ValueError as exc:  # e.g. a test split smaller than the number of classes
             raise DataError(
                 f"dataset '{name}' ({origin}): cannot draw a stratified {target} split ({frac:g} of {len(pool)} rows, "
-                f"{int((counts > 0).sum())} classes): {exc}"
+                f"{int((counts > 0).sum())} classes): {one_line(exc)}"
             ) from None
         split[take] = target
         pool = np.sort(keep)

@@ -1,7 +1,21 @@
-"""Model and tokenizer loading: from a local folder, the Hugging Face hub, or a Python package.
+"""Model, tokenizer and processor loading: one loader for every model the workflow runs.
 
-Only the base transformer is loaded (``AutoModel``): no LM head, since saeprobe reads the
-residual stream and never the logits.
+Sources (``models.<name>`` in the config): a local ``path``, a ``hub`` id (+ ``revision``), a
+Python ``package`` that ships the weights (``get_model_path()``), or a ``random`` model built by
+the workflow (:data:`saeprobe.layout.MODEL`). :func:`load_pretrained` picks the ``transformers``
+Auto class by what the model is for (:data:`PURPOSES`):
+
+- ``base``: ``AutoModel``, the base transformer without an LM head (saeprobe reads the
+  residual stream, never the logits) — text models for :mod:`saeprobe.activations`;
+- ``causal_lm``: ``AutoModelForCausalLM`` **with** its trained head — behaviour scorers
+  (:mod:`saeprobe.behaviour`);
+- ``vision``: ``AutoModel`` of a vision-language model (e.g. ``PaliGemmaModel``: vision tower,
+  projector, language model, no head) — :mod:`saeprobe.vision`.
+
+Every failure to load (no folder, not in the offline cache, missing or truncated files, the
+wrong kind of checkpoint) is a one-line :class:`~saeprobe.errors.ModelLoadError` naming the
+``models.<name>`` key and the source; hub sources in offline mode get the offline hint
+(:func:`saeprobe.offline.offline_hint`).
 """
 
 from __future__ import annotations
@@ -9,19 +23,47 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from saeprobe import layout
-from saeprobe.errors import ConfigError
+from saeprobe.errors import ConfigError, ModelLoadError, one_line
+from saeprobe.io import damaged
 from saeprobe.offline import offline_hint
 from saeprobe.offline import set_offline  # noqa: F401 - re-exported (the Snakefile imports saeprobe.offline)
 
 log = logging.getLogger("saeprobe")
 
 SOFTCAP_MODEL_TYPES = {"gemma2", "gemma3", "gemma3_text"}
+SOURCE_KEYS = ("path", "hub", "package", "random", "revision")
+
+Purpose = Literal["base", "causal_lm", "vision"]
+# purpose -> (transformers Auto class, what the weights are called in messages)
+PURPOSES: dict[str, tuple[str, str]] = {
+    "base": ("AutoModel", "model weights"),
+    "causal_lm": ("AutoModelForCausalLM", "causal-LM weights"),
+    "vision": ("AutoModel", "vision-language model weights"),
+}
+
+
+def _load_errors() -> tuple[type[Exception], ...]:
+    """What transformers raises for a source it cannot load: missing files and repositories, not in
+    the offline cache (OSError), unknown architectures or unreadable tokenizers (ValueError,
+    KeyError), a missing optional dependency (ImportError), weights that do not fit the config
+    (RuntimeError), a config.json whose values fail validation (huggingface_hub's StrictDataclassError)."""
+    errors: list[type[Exception]] = [OSError, ValueError, KeyError, ImportError, RuntimeError]
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+
+        errors.append(StrictDataclassError)
+    except ImportError:  # older huggingface_hub: configs are not validated
+        pass
+    return tuple(errors)
+
+
+LOAD_ERRORS = _load_errors()
 
 
 def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
@@ -55,15 +97,33 @@ def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
     return str(spec["hub"])
 
 
+def source_record(spec: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``spec`` that say where the weights come from (absent ones None), for provenance."""
+    return {k: spec.get(k) for k in SOURCE_KEYS}
+
+
 def random_model_dir(name: str) -> str:
     """Folder of a randomly initialised model built by the workflow."""
     return layout.path(layout.MODEL, model=name)
 
 
 def pick_device(device: str) -> torch.device:
+    """The torch device of the config's ``device`` (``auto``: CUDA when available, else CPU).
+
+    Raises:
+        ConfigError: ``cuda``/``cuda:N``/``mps`` asked for but not available in this process.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    picked = torch.device(device)
+    if picked.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (picked.index or 0) >= n:
+            raise ConfigError(f"device: '{device}' is not available here ({n} CUDA devices visible, torch "
+                              f"{torch.__version__}, CUDA build {torch.version.cuda}); use device: auto or cpu")
+    if picked.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device: 'mps' is not available here; use device: auto or cpu")
+    return picked
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -86,22 +146,15 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def load_tokenizer(spec: dict[str, Any], name: str = "model") -> Any:
-    from transformers import AutoTokenizer
-
-    source = resolve_source(spec, name)
-    try:
-        return AutoTokenizer.from_pretrained(source, revision=spec.get("revision"))
-    except Exception as exc:
-        hint = offline_hint(f"'{source}'") if "hub" in spec else ""
-        raise ConfigError(f"models.{name}: could not load a tokenizer from '{source}': {exc}{hint}") from exc
-
-
 def n_blocks(cfg: Any) -> int | None:
     """Number of transformer blocks from a model config (a multimodal model's language model)."""
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    n = getattr(text_cfg, "num_hidden_layers", None)
+    n = getattr(_text_config(cfg), "num_hidden_layers", None)
     return int(n) if n is not None else None
+
+
+def _text_config(cfg: Any) -> Any:
+    """The language model's config (``cfg`` itself for a text model)."""
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
 
 def check_layers(layers: list[int], n: int, name: str, source: str = "") -> None:
@@ -118,6 +171,7 @@ def attention_kwargs(spec: dict[str, Any], model_type: str) -> dict[str, Any]:
 
     ``auto`` leaves transformers' choice, except for models with attention-logit soft-capping
     (``SOFTCAP_MODEL_TYPES``, e.g. Gemma 2), which get ``eager``: the fused kernels skip the cap.
+    ``model_type`` is the language model's (PaliGemma 2's is ``gemma2``).
     """
     attn = spec.get("attn_implementation", "auto")
     if attn != "auto":
@@ -125,35 +179,119 @@ def attention_kwargs(spec: dict[str, Any], model_type: str) -> dict[str, Any]:
     return {"attn_implementation": "eager"} if model_type in SOFTCAP_MODEL_TYPES else {}
 
 
-def load_model(spec: dict[str, Any], name: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """Load the base model in eval mode on ``device``.
+def _from_pretrained(auto_class: str, spec: dict[str, Any], name: str, what: str, source: str | None = None,
+                     **kwargs: Any) -> Any:
+    """``transformers.<auto_class>.from_pretrained(source, revision=..., **kwargs)``; load failures
+    (:data:`LOAD_ERRORS`) become a one-line :class:`ModelLoadError`, a truncated safetensors file a
+    :class:`~saeprobe.errors.CacheError`. ``what`` names the thing loaded in the message."""
+    import transformers
+    from safetensors import SafetensorError
+
+    source = source or resolve_source(spec, name)
+    try:
+        return getattr(transformers, auto_class).from_pretrained(source, revision=spec.get("revision"), **kwargs)
+    except SafetensorError as exc:  # a weights file that cannot be decoded: truncated or not safetensors
+        rebuild = random_model_dir(name) if "random" in spec else None
+        raise damaged(source, exc, rebuild=rebuild, built="random" in spec) from exc
+    except torch.OutOfMemoryError:
+        raise
+    except LOAD_ERRORS as exc:
+        hint = offline_hint(f"'{source}'") if "hub" in spec else ""
+        raise ModelLoadError(f"models.{name}: could not load {what} from '{source}': {one_line(exc)}{hint}") from exc
+
+
+def load_config(spec: dict[str, Any], name: str = "model") -> Any:
+    """The ``transformers`` config of ``models.<name>`` (no weights read).
 
     Raises:
-        ConfigError: no config or weights at the source (with an offline-mode hint), or a layer
-            in ``spec['layers']`` beyond the model's depth (checked before the weights are read).
-
-    Gemma 2/3 use logit soft-capping in attention, which SDPA ignores; ``attn_implementation:
-    auto`` therefore picks ``eager`` for them. The implementation used is readable from
-    ``model.config._attn_implementation``.
+        ConfigError: see :func:`resolve_source`; ModelLoadError: no readable config at the source.
     """
-    from transformers import AutoConfig, AutoModel
+    return _from_pretrained("AutoConfig", spec, name, "a model config")
 
+
+def load_tokenizer(spec: dict[str, Any], name: str = "model") -> Any:
+    """The tokenizer of ``models.<name>`` (``AutoTokenizer``).
+
+    Raises:
+        ConfigError: see :func:`resolve_source`; ModelLoadError: no loadable tokenizer at the source.
+    """
+    return _from_pretrained("AutoTokenizer", spec, name, "a tokenizer")
+
+
+def load_processor(spec: dict[str, Any], name: str = "model") -> Any:
+    """The processor of ``models.<name>`` (``AutoProcessor``: a vision-language model's image processor + tokenizer).
+
+    Raises:
+        ConfigError: see :func:`resolve_source`; ModelLoadError: no loadable processor at the source.
+    """
+    return _from_pretrained("AutoProcessor", spec, name, "a processor")
+
+
+def load_pretrained(spec: dict[str, Any], name: str, purpose: Purpose, device: torch.device,
+                    dtype: torch.dtype) -> nn.Module:
+    """Load ``models.<name>`` for ``purpose`` (:data:`PURPOSES`), in eval mode on ``device``.
+
+    Args:
+        spec: the ``models.<name>`` entry (or the part of it with the source keys, ``layers``
+            and ``attn_implementation``).
+        purpose: ``base`` (``AutoModel``, residual-stream extraction), ``causal_lm``
+            (``AutoModelForCausalLM`` with its trained head, behaviour scoring) or ``vision``
+            (``AutoModel`` of a vision-language model).
+        dtype: the weights' dtype (``from_pretrained(dtype=...)``).
+
+    The config is read first: ``spec['layers']`` beyond the (language) model's depth, or (for
+    ``causal_lm``) a checkpoint whose architectures have no LM head, fail before any weights are
+    read. ``attn_implementation: auto`` picks ``eager`` for Gemma 2/3 language models, whose
+    attention-logit soft-capping SDPA ignores (:func:`attention_kwargs`); the implementation used
+    is readable from ``model.config._attn_implementation`` (the language model's config for
+    ``vision``).
+
+    Raises:
+        ConfigError: see :func:`resolve_source`; a layer in ``spec['layers']`` that does not exist.
+        ModelLoadError: no config or weights at the source (with the offline hint for hub
+            sources); a ``causal_lm`` that is not a causal LM, or whose checkpoint lacks the
+            head's weights (its scores would mean nothing); a ``base`` model whose blocks cannot
+            be found.
+        CacheError: a weights file that cannot be decoded (truncated).
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown model purpose {purpose!r} (known: {', '.join(PURPOSES)})")
+    auto_class, what = PURPOSES[purpose]
     source = resolve_source(spec, name)
-    try:
-        cfg = AutoConfig.from_pretrained(source, revision=spec.get("revision"))
-    except Exception as exc:
-        hint = offline_hint(f"'{source}'") if "hub" in spec else ""
-        raise ConfigError(f"models.{name}: could not load a model config from '{source}': {exc}{hint}") from exc
+    cfg = _from_pretrained("AutoConfig", spec, name, "a model config", source)
+    model_type = getattr(cfg, "model_type", "")
     n = n_blocks(cfg)
-    if spec.get("layers") and n is not None:
+    if purpose != "causal_lm" and spec.get("layers") and n is not None:
         check_layers(spec["layers"], n, name, source)  # before the weights are read
-    kwargs = attention_kwargs(spec, getattr(cfg, "model_type", ""))
-    try:
-        model = AutoModel.from_pretrained(source, revision=spec.get("revision"), dtype=dtype, **kwargs)
-    except Exception as exc:
-        hint = offline_hint(f"'{source}'") if "hub" in spec else ""
-        raise ConfigError(f"models.{name}: could not load model weights from '{source}': {exc}{hint}") from exc
+    if purpose == "causal_lm":
+        archs = list(getattr(cfg, "architectures", None) or [])
+        if archs and not any("CausalLM" in a or "LMHead" in a for a in archs):
+            raise ModelLoadError(f"behaviour scorer '{name}' must be a causal language model with an LM head, but "
+                                 f"'{source}' is a {', '.join(archs)} ({model_type}); score with a decoder model "
+                                 "(e.g. Llama, Gemma) and probe with this one instead")
+    kwargs = attention_kwargs(spec, getattr(_text_config(cfg), "model_type", model_type))
+    if purpose == "causal_lm":
+        model, info = _from_pretrained(auto_class, spec, name, f"{what} ({model_type})", source, dtype=dtype,
+                                       output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise ModelLoadError(f"behaviour scorer '{name}': '{source}' has no trained language-model head (weights "
+                                 f"missing from the checkpoint: {missing[:4]}{' ...' if len(missing) > 4 else ''}); "
+                                 "score with a causal LM checkpoint")
+    else:
+        model = _from_pretrained(auto_class, spec, name, what, source, dtype=dtype, **kwargs)
+    if purpose == "base":
+        try:
+            blocks(model)
+        except ValueError as exc:
+            raise ModelLoadError(f"models.{name}: {exc}; saeprobe reads the residual stream after each block, "
+                                 f"so '{source}' ({model_type}) is not supported") from exc
     return model.to(device).eval()
+
+
+def load_model(spec: dict[str, Any], name: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The base model for residual-stream extraction: :func:`load_pretrained` with purpose ``base``."""
+    return load_pretrained(spec, name, "base", device, dtype)
 
 
 def blocks(model: nn.Module) -> nn.ModuleList:
@@ -175,4 +313,3 @@ def blocks(model: nn.Module) -> nn.ModuleList:
         if isinstance(module, nn.ModuleList) and len(module) == n:
             return module
     raise ValueError(f"could not find the transformer blocks of {type(model).__name__}")
-

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from saeprobe.errors import ConfigError
+from saeprobe.errors import ConfigError, one_line
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -104,12 +104,19 @@ def build(preset: str, overrides: dict[str, Any] | None = None, seed: int = 0) -
     """A randomly initialised ``transformers`` model of ``preset`` (weights seeded by ``seed``).
 
     Raises:
-        ConfigError: unknown preset.
+        ConfigError: unknown preset, or ``overrides`` that the preset's config class rejects
+            (an unknown field of the wrong type, inconsistent sizes).
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown random-model preset '{preset}' (presets: {', '.join(sorted(PRESETS))})")
     torch.manual_seed(seed)
-    return PRESETS[preset](dict(overrides or {}))
+    try:
+        return PRESETS[preset](dict(overrides or {}))
+    except Exception as exc:  # noqa: BLE001 - config classes validate in many ways; the overrides are the user's
+        if isinstance(exc, MemoryError):
+            raise
+        raise ConfigError(f"random model preset '{preset}': cannot build it with overrides {overrides}: "
+                          f"{one_line(exc)}") from exc
 
 
 def save(model: Any, folder: str | Path, tokenizer: str | Path | None = None) -> Path:
@@ -154,7 +161,7 @@ def paligemma_processor(config: Any, tokenizer: str | Path) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(str(tokenizer))
     except Exception as exc:
-        raise ConfigError(f"random model tokenizer: could not load a tokenizer from '{tokenizer}': {exc}") from exc
+        raise ConfigError(f"random model tokenizer: could not load a tokenizer from '{tokenizer}': {one_line(exc)}") from exc
     vision = config.vision_config
     side = int(vision.image_size)
     image_processor = SiglipImageProcessorPil(

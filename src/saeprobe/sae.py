@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 import zarr
 
-from saeprobe.errors import ConfigError
+from saeprobe.errors import ConfigError, DataError, one_line
 from saeprobe.io import damaged
 from saeprobe.offline import offline_hint
 from saeprobe.store import CHUNK_TOKENS, ActivationStore, AppendWriter, BackgroundWriter, create_array, prefetch, write_index
@@ -57,9 +57,9 @@ def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name:
             return SAE.from_pretrained(release, sae_id, device=device)
         except Exception as exc:
             if problem:  # not in SAELens' directory, and not a loadable Hugging Face repo either
-                raise ConfigError(f"saes.{name}.release: {problem[1]} ({exc})") from exc
+                raise ConfigError(f"saes.{name}.release: {problem[1]} ({one_line(exc)})") from exc
             raise ConfigError(
-                f"saes.{name}: could not load SAE '{sae_id}' of release '{release}': {exc}"
+                f"saes.{name}: could not load SAE '{sae_id}' of release '{release}': {one_line(exc)}"
                 f"{offline_hint(f'SAE {sae_id!r} of release {release!r}')}"
             ) from exc
     folder = Path(trained_dir) if "train" in spec else Path(spec["path"].format(layer=layer))
@@ -71,7 +71,7 @@ def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name:
         file = folder / (SAE_WEIGHTS_FILENAME if isinstance(exc, SafetensorError) else SAE_CFG_FILENAME)
         raise damaged(file, exc, rebuild=folder, built="train" in spec) from exc
     except Exception as exc:
-        raise ConfigError(f"saes.{name}: could not load the SAE in '{folder}': {exc}") from exc
+        raise ConfigError(f"saes.{name}: could not load the SAE in '{folder}': {one_line(exc)}") from exc
 
 
 def _pretrained_problem(release: str, sae_id: str) -> tuple[str, str] | None:
@@ -127,6 +127,8 @@ def collect_vectors(
     Returns:
         (n, d_model) float32 tensor, shuffled; n ≤ max_vectors. Memory is bounded by
         ``max_vectors`` whatever the dataset size (each block is subsampled as it is read).
+    Raises:
+        DataError: no train-split tokens at all.
     """
     rng = np.random.default_rng(seed)
     eligible = []
@@ -135,7 +137,8 @@ def collect_vectors(
         eligible.append(int(doc_tokens.sum()))
     total = sum(eligible)
     if total == 0:
-        raise ValueError("no train-split tokens to train the SAE on")
+        raise DataError(f"layer {layer}: no non-special tokens of train-split documents in {[str(s.path) for s in stores]} "
+                        "to train the SAE on; check the datasets' splits (saes.<name>.train.datasets)")
     rate = min(1.0, max_vectors / total)
     parts = []
     for store, is_train in zip(stores, train_docs, strict=True):

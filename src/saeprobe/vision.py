@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 
 from saeprobe import data
-from saeprobe.errors import ConfigError, DataError
+from saeprobe.errors import CacheError, ConfigError, DataError, one_line
 
 if TYPE_CHECKING:  # torch, zarr and transformers are imported where they are used: preparing data needs none
     import torch
@@ -188,7 +188,7 @@ def to_png(item: bytes | Path | np.ndarray, where: str, name: str = "dataset") -
             img.load()
         img = img.convert("RGB")
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, ...)
-        raise DataError(f"dataset '{name}': cannot read the image in {where}: {exc}") from exc
+        raise DataError(f"dataset '{name}': cannot read the image in {where}: {one_line(exc)}") from exc
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -299,34 +299,41 @@ def language_model(model: nn.Module) -> nn.Module:
 def load(spec: dict[str, Any], name: str, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, Any]:
     """Load a vision-language model (``AutoModel``: no LM head) in eval mode, and its processor.
 
-    ``attn_implementation: auto`` picks ``eager`` when the language model is Gemma 2/3
-    (PaliGemma 2), whose attention logit soft-capping SDPA ignores.
+    Both come from the one loader (:func:`saeprobe.models.load_pretrained` with purpose
+    ``vision``, :func:`saeprobe.models.load_processor`): ``attn_implementation: auto`` picks
+    ``eager`` when the language model is Gemma 2/3 (PaliGemma 2), whose attention logit
+    soft-capping SDPA ignores; ``spec['layers']`` is checked against the language model's depth
+    before the weights are read. The processor is loaded first (it is cheap and fails fast).
 
     Raises:
-        ConfigError: config, weights or processor cannot be loaded, or the model is not a
-            vision-language model with an image token.
+        ConfigError: config, weights or processor cannot be loaded (:class:`~saeprobe.errors.ModelLoadError`),
+            a layer that does not exist, or the model is not a vision-language model with an image token.
     """
-    from transformers import AutoConfig, AutoModel, AutoProcessor
+    from saeprobe.models import load_pretrained, load_processor, resolve_source
 
-    from saeprobe.models import attention_kwargs, resolve_source
-
-    source = resolve_source(spec, name)
-    try:
-        cfg = AutoConfig.from_pretrained(source, revision=spec.get("revision"))
-    except Exception as exc:
-        raise ConfigError(f"models.{name}: could not load a model config from '{source}': {exc}") from exc
-    text_type = getattr(getattr(cfg, "text_config", None), "model_type", "")
-    kwargs = attention_kwargs(spec, text_type)
-    try:
-        model = AutoModel.from_pretrained(source, revision=spec.get("revision"), dtype=dtype, **kwargs)
-        processor = AutoProcessor.from_pretrained(source, revision=spec.get("revision"))
-    except Exception as exc:
-        raise ConfigError(f"models.{name}: could not load a vision-language model and processor from '{source}': {exc}") from exc
-    language_model(model)
+    processor = load_processor(spec, name)
     if getattr(processor, "image_token_id", None) is None or not hasattr(processor, "image_seq_length"):
-        raise ConfigError(f"models.{name}: the processor of '{source}' ({type(processor).__name__}) has no image "
-                          "token / image_seq_length (a PaliGemma processor is expected)")
-    return model.to(device).eval(), processor
+        raise ConfigError(f"models.{name}: the processor of '{resolve_source(spec, name)}' ({type(processor).__name__}) "
+                          "has no image token / image_seq_length (a PaliGemma processor is expected)")
+    model = load_pretrained(spec, name, "vision", device, dtype)
+    try:
+        language_model(model)
+    except ConfigError as exc:
+        raise ConfigError(f"models.{name}: {exc}") from None
+    return model, processor
+
+
+def read_prepared(path: str | Path) -> tuple[list[bytes], list[str]]:
+    """The images (PNG bytes) and text prompts of a prepared image dataset (:func:`prepare`), by doc_id.
+
+    Raises:
+        CacheError: the file is damaged, or has no ``image`` column (not written by ``prepare_images``).
+    """
+    frame, _ = data.read(path)
+    if "image" not in frame.columns:
+        raise CacheError(f"{path}: no 'image' column (not written by prepare_images); rebuild it with: "
+                         f"snakemake --forcerun {path}")
+    return frame["image"].to_list(), frame["text"].to_list()
 
 
 def batch_inputs(processor: Any, images: Sequence[Any], prompt: str) -> dict[str, torch.Tensor]:
@@ -370,13 +377,15 @@ def extract(
         Statistics: n_docs, n_tokens, image_seq_length, seq_length, max |activation| per layer.
     Raises:
         ValueError: a layer out of range, or ``images``/``prompts`` of different lengths.
-        RuntimeError: an image was not given ``image_seq_length`` image tokens.
-        OverflowError: ``store_dtype='float16'`` and an activation exceeds 65504 (names layer and documents).
+        ConfigError: an image was not given ``image_seq_length`` image tokens (a prompt that
+            holds the image token itself, or a processor that does not match the model).
+        StoreRangeError: ``store_dtype='float16'`` and an activation exceeds 65504 (names layer
+            and documents); NonFiniteError: NaN or infinite activations.
     """
     import torch
     from tqdm import tqdm
 
-    from saeprobe.activations import LayerCapture, _StopForward, check_activations
+    from saeprobe.activations import LayerCapture, check_activations
     from saeprobe.store import CHUNK_TOKENS, AppendWriter, create_array, write_index
 
     chunk_tokens = chunk_tokens or CHUNK_TOKENS
@@ -409,18 +418,12 @@ def extract(
                     is_img = inputs["input_ids"] == image_id
                     per_row = is_img.sum(dim=1)
                     if not bool((per_row == n_img).all()):
-                        raise RuntimeError(f"documents {batch.tolist()[:10]}: {per_row.tolist()[:10]} image tokens, "
-                                           f"expected image_seq_length={n_img}")
-                    capture.captured = {}
-                    try:
-                        model(**inputs, use_cache=False)
-                    except _StopForward:
-                        pass
-                    missing = [layer for layer in layers if layer not in capture.captured]
-                    if missing:
-                        raise RuntimeError(f"hooks did not capture layers {missing}")
+                        raise ConfigError(f"documents {batch.tolist()[:10]}: {per_row.tolist()[:10]} image tokens, "
+                                          f"expected image_seq_length={n_img}; does the dataset's prompt contain "
+                                          f"{processor.image_token!r}, or does the processor not match the model?")
+                    captured = capture.run(model, **inputs)
                     for layer in layers:
-                        h = capture.captured[layer][is_img].float()  # (batch × n_img, d_model), image by image
+                        h = captured[layer][is_img].float()  # (batch × n_img, d_model), image by image
                         max_abs[layer] = max(max_abs[layer], check_activations(h, layer, batch, store_dtype))
                         writers[layer].write(h.cpu().numpy())
                     special_writer.write(np.zeros(len(batch) * n_img, dtype=bool))

@@ -18,6 +18,11 @@ rule score_behaviour:
     params:
         settings=lambda w: scoring_settings(w.name),
         rerun_on_weights=lambda w: weights_fingerprint(scorer_of(w.name)),
+        runtime=runtime(
+            device=config["device"],
+            token_budget=lambda w: config["models"][scorer_of(w.name)]["token_budget"],
+            batch_size=lambda w: config["behaviour"][w.name]["batch_size"],
+        ),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
@@ -41,8 +46,9 @@ rule behaviour_table:
     output:
         sl.tables("behaviour"),
     params:
-        # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
-        probes=behaviour_probes(),
+        # The input list as a param, read by no script: Snakemake's input trigger misses added inputs,
+        # the params trigger does not.
+        rerun_on_probes=behaviour_probes(),
         names=BEHAVIOUR,
     conda:
         ENV

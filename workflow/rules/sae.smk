@@ -11,6 +11,8 @@ rule train_sae:
     params:
         train=lambda w: config["saes"][w.sae]["train"],
         seed=config["seed"],
+        datasets=lambda w: sg.sae_train_datasets(config, w.sae),
+        runtime=runtime(device=config["device"]),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
@@ -36,6 +38,7 @@ rule encode_sae:
     params:
         sae=lambda w: sae_settings(w.sae),
         rerun_on_weights=lambda w: sae_weights_fingerprint(w.sae, w.layer),
+        runtime=runtime(device=config["device"], batch_size=lambda w: config["saes"][w.sae]["batch_size"]),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,

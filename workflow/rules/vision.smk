@@ -37,6 +37,7 @@ rule extract_image_activations:
     params:
         settings=lambda w: extraction_settings(w.model),
         rerun_on_weights=lambda w: weights_fingerprint(w.model),
+        runtime=runtime(device=config["device"], token_budget=lambda w: config["models"][w.model]["token_budget"]),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,

@@ -1,21 +1,18 @@
 """Snakemake adapter: encode an activation store with an SAE into sparse codes (saeprobe.sae)."""
 import time
 
-import torch
 import zarr
 
 from saeprobe import data
-from saeprobe.io import atomic_path, setup_logging
-from saeprobe.models import pick_device
+from saeprobe.io import atomic_path
+from saeprobe.job import setup
 from saeprobe.sae import check_sae_input, encode_store, load_sae
 from saeprobe.store import ActivationStore
 
-log = setup_logging(snakemake.log[0])
 sae_name, layer = snakemake.wildcards.sae, int(snakemake.wildcards.layer)
-spec = snakemake.config["saes"][sae_name]
-torch.set_num_threads(snakemake.threads)
-device = pick_device(snakemake.config["device"])
-sae = load_sae(spec, layer, device, sae_name, trained_dir=snakemake.input.sae or None)
+spec, runtime = snakemake.params.sae, snakemake.params.runtime
+job = setup(snakemake)
+sae = load_sae(spec, layer, job.device, sae_name, trained_dir=snakemake.input.sae or None)
 store = ActivationStore(snakemake.input.activations)
 check_sae_input(sae, int(store.attrs["d_model"]), layer, sae_name, snakemake.wildcards.model)
 frame, _ = data.read(snakemake.input.data)
@@ -24,11 +21,11 @@ heldout = frame["split"].to_numpy() != "train"
 start = time.perf_counter()
 with atomic_path(snakemake.output[0], directory=True) as tmp:
     group = zarr.open_group(str(tmp), mode="w")
-    stats = encode_store(sae, store, layer, group, heldout_docs=heldout, batch_size=spec["batch_size"])
+    stats = encode_store(sae, store, layer, group, heldout_docs=heldout, batch_size=runtime["batch_size"])
     group.attrs.update({"sae": sae_name, "layer": layer, "architecture": sae.cfg.architecture(),
                         "activations": store.attrs.get("hook_point", "").format(layer=layer)})
 elapsed = time.perf_counter() - start
 q, h = stats["quality"], stats["quality_heldout"]
-log.info("%d tokens in %.1f s (%.0f vectors/s); L0 %.1f; explained variance %.3f (held-out %.3f); dead fraction %.3f",
-         q["n_tokens"], elapsed, store.n_tokens / max(elapsed, 1e-9), q["l0"], q["explained_variance"],
-         h.get("explained_variance", float("nan")), q["dead_fraction"])
+job.log.info("%d tokens in %.1f s (%.0f vectors/s); L0 %.1f; explained variance %.3f (held-out %.3f); dead fraction %.3f",
+             q["n_tokens"], elapsed, store.n_tokens / max(elapsed, 1e-9), q["l0"], q["explained_variance"],
+             h.get("explained_variance", float("nan")), q["dead_fraction"])

@@ -1,31 +1,27 @@
 """Snakemake adapter: train a TopK SAE with SAELens on train-split activations (saeprobe.sae)."""
-import torch
-
 from saeprobe import data
-from saeprobe.grid import sae_train_datasets
-from saeprobe.io import atomic_path, setup_logging, write_json
-from saeprobe.models import pick_device
+from saeprobe.io import atomic_path, write_json
+from saeprobe.job import setup
 from saeprobe.sae import collect_vectors, train_topk
 from saeprobe.store import ActivationStore
 
-log = setup_logging(snakemake.log[0])
 sae_name, layer = snakemake.wildcards.sae, int(snakemake.wildcards.layer)
-cfg, seed = snakemake.params.train, snakemake.params.seed
-torch.set_num_threads(snakemake.threads)
-device = str(pick_device(snakemake.config["device"]))
-datasets = sae_train_datasets(snakemake.config, sae_name)
+cfg, seed, datasets = snakemake.params.train, snakemake.params.seed, snakemake.params.datasets
+job = setup(snakemake)
 
 stores = [ActivationStore(p) for p in snakemake.input.activations]
 is_train = [data.read(p)[0]["split"].to_numpy() == "train" for p in snakemake.input.data]
 x = collect_vectors(stores, is_train, layer, cfg["max_buffer_tokens"], seed)
-log.info("SAE %s layer %d: %d training vectors (d=%d) from train splits of %s", sae_name, layer, len(x), x.shape[1], datasets)
+job.log.info("SAE %s layer %d: %d training vectors (d=%d) from train splits of %s", sae_name, layer, len(x), x.shape[1],
+             datasets)
 with atomic_path(snakemake.output[0], directory=True) as tmp:
     report = train_topk(
         x, tmp, width=cfg["width"], k=cfg["k"], training_tokens=cfg["training_tokens"], batch_size=cfg["batch_size"],
-        lr=cfg["lr"], heldout_fraction=cfg["heldout_fraction"], seed=seed, device=device,
+        lr=cfg["lr"], heldout_fraction=cfg["heldout_fraction"], seed=seed, device=str(job.device),
         metadata={"sae": sae_name, "layer": layer, "model": stores[0].attrs["model"],
                   "hook_point": stores[0].attrs["hook_point"].format(layer=layer), "train_datasets": datasets},
     )
     write_json(tmp / "training_log.json", report)
 q = report["heldout"]
-log.info("held-out: explained variance %.3f, L0 %.1f, dead fraction %.3f", q["explained_variance"], q["l0"], q["dead_fraction"])
+job.log.info("held-out: explained variance %.3f, L0 %.1f, dead fraction %.3f", q["explained_variance"], q["l0"],
+             q["dead_fraction"])
