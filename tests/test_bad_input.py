@@ -23,39 +23,30 @@ from saeprobe.errors import ConfigError, DataError
 from saeprobe.models import load_model, load_tokenizer
 from saeprobe.sae import check_sae_input, encode_store, load_sae
 from saeprobe.tokenize import tokenize
-from tests.conftest import STORIES, make_jumprelu
-
-
-def _parquet(tmp_path: Path, frame: pl.DataFrame, name: str = "d.parquet") -> str:
-    frame.write_parquet(tmp_path / name)
-    return str(tmp_path / name)
-
-
-def _balanced(n: int = 20, **extra) -> pl.DataFrame:
-    return pl.DataFrame({"text": [f"text number {i}" for i in range(n)], "label": [i % 2 for i in range(n)], **extra})
+from tests.helpers import STORIES, alternating_frame, make_jumprelu, snakemake, write_config, write_parquet
 
 
 # --------------------------------------------------------------------------- texts
 
 
 def test_empty_and_whitespace_texts_are_dropped_counted_and_logged(tmp_path, caplog):
-    frame = _balanced(12).with_columns(
+    frame = alternating_frame(12).with_columns(
         pl.Series("text", ["", "  \t", None, "\n"] + [f"t {i}" for i in range(8)], dtype=pl.String))
     with caplog.at_level(logging.WARNING, logger="saeprobe"):
-        out, _, report = data.prepare({"path": _parquet(tmp_path, frame), "split_column": None}, "d", seed=0)
+        out, _, report = data.prepare({"path": write_parquet(tmp_path, frame), "split_column": None}, "d", seed=0)
     assert report["n_dropped_empty_text"] == 4 and out.height == 8
     assert sorted(out["source_row"].to_list()) == list(range(4, 12))
     assert "dropped 4 empty or whitespace-only texts (source rows [0, 1, 2, 3]" in caplog.text
 
 
 def test_only_empty_texts_is_an_error_naming_the_column(tmp_path):
-    path = _parquet(tmp_path, pl.DataFrame({"body": ["", " "], "label": [0, 1]}))
+    path = write_parquet(tmp_path, pl.DataFrame({"body": ["", " "], "label": [0, 1]}))
     with pytest.raises(DataError, match=r"dataset 'd' \(.*d\.parquet\): every text in column 'body' is empty"):
         data.prepare({"path": path, "text_column": "body"}, "d", seed=0)
 
 
 def test_missing_text_column_names_file_column_and_key(tmp_path):
-    path = _parquet(tmp_path, pl.DataFrame({"prompt": ["a"], "label": [0]}))
+    path = write_parquet(tmp_path, pl.DataFrame({"prompt": ["a"], "label": [0]}))
     with pytest.raises(DataError) as err:
         data.prepare({"path": path}, "d", seed=0)
     msg = str(err.value)
@@ -64,7 +55,7 @@ def test_missing_text_column_names_file_column_and_key(tmp_path):
 
 
 def test_missing_label_column_names_file_column_and_key(tmp_path):
-    path = _parquet(tmp_path, pl.DataFrame({"text": ["a"], "category": [0]}))
+    path = write_parquet(tmp_path, pl.DataFrame({"text": ["a"], "category": [0]}))
     with pytest.raises(DataError, match=r"no label column 'label'; columns are \['text', 'category'\].*label_column"):
         data.prepare({"path": path}, "d", seed=0)
 
@@ -85,7 +76,7 @@ def test_text_far_beyond_max_length_is_truncated_counted_and_logged(caplog):
 @pytest.mark.parametrize("labels", [[0.0, 1.0, math.nan, 1.0], [0.0, 1.0, None, 1.0]], ids=["nan", "null"])
 def test_nan_or_null_labels_name_column_and_rows(tmp_path, labels):
     frame = pl.DataFrame({"text": list("abcd"), "label": labels}, schema={"text": pl.String, "label": pl.Float64})
-    path = _parquet(tmp_path, frame)
+    path = write_parquet(tmp_path, frame)
     with pytest.raises(DataError) as err:
         data.prepare({"path": path}, "d", seed=0)
     msg = str(err.value)
@@ -100,7 +91,7 @@ def test_nan_and_empty_labels_in_csv_name_the_rows(tmp_path):
 
 
 def test_single_class_is_an_error(tmp_path):
-    path = _parquet(tmp_path, pl.DataFrame({"text": list("abcd"), "label": ["x"] * 4}))
+    path = write_parquet(tmp_path, pl.DataFrame({"text": list("abcd"), "label": ["x"] * 4}))
     with pytest.raises(DataError, match=r"column 'label' has a single class \['x'\]; a probe needs two or more"):
         data.prepare({"path": path}, "d", seed=0)
 
@@ -108,7 +99,7 @@ def test_single_class_is_an_error(tmp_path):
 def test_class_with_one_example_when_splits_are_drawn(tmp_path):
     frame = pl.DataFrame({"text": [f"t{i}" for i in range(11)], "label": ["a"] * 5 + ["b"] * 5 + ["rare"]})
     with pytest.raises(DataError) as err:
-        data.prepare({"path": _parquet(tmp_path, frame), "split_column": None}, "d", seed=0)
+        data.prepare({"path": write_parquet(tmp_path, frame), "split_column": None}, "d", seed=0)
     msg = str(err.value)
     assert "column 'label'" in msg and "cannot draw a stratified test split" in msg and "'rare' (1)" in msg
 
@@ -117,14 +108,14 @@ def test_class_with_one_train_example_in_source_splits(tmp_path):
     frame = pl.DataFrame({"text": [f"t{i}" for i in range(9)], "label": ["a", "a", "b", "b", "c", "a", "b", "c", "c"],
                           "split": ["train"] * 5 + ["test"] * 4})
     with pytest.raises(DataError) as err:
-        data.prepare({"path": _parquet(tmp_path, frame)}, "d", seed=0)
+        data.prepare({"path": write_parquet(tmp_path, frame)}, "d", seed=0)
     assert "classes with fewer than 2 train examples: 'c' (1 in train, 3 in all)" in str(err.value)
 
 
 def test_too_few_rows_for_a_stratified_split(tmp_path):
     frame = pl.DataFrame({"text": list("abcdefghi"), "label": [0, 1, 2] * 3})  # a 20% test split has 2 rows
     with pytest.raises(DataError, match=r"cannot draw a stratified test split \(0.2 of 9 rows, 3 classes\)"):
-        data.prepare({"path": _parquet(tmp_path, frame), "split_column": None}, "d", seed=0)
+        data.prepare({"path": write_parquet(tmp_path, frame), "split_column": None}, "d", seed=0)
 
 
 # --------------------------------------------------------------------------- encodings, ids, emptiness
@@ -156,13 +147,13 @@ def test_non_utf8_jsonl_names_the_row(tmp_path):
 def test_non_utf8_bytes_in_a_binary_parquet_column(tmp_path):
     frame = pl.DataFrame({"text": [b"ok", b"ok too", b"\xff\xfe bad", b"fine"], "label": [0, 1, 0, 1]})
     with pytest.raises(DataError, match=r"column 'text' row 2 is not valid UTF-8"):
-        data.prepare({"path": _parquet(tmp_path, frame)}, "d", seed=0)
+        data.prepare({"path": write_parquet(tmp_path, frame)}, "d", seed=0)
 
 
 def test_duplicate_ids_name_the_ids_and_rows(tmp_path):
-    frame = _balanced(8, doc=["a", "b", "c", "a", "d", "e", "b", "f"])
+    frame = alternating_frame(8, doc=["a", "b", "c", "a", "d", "e", "b", "f"])
     with pytest.raises(DataError) as err:
-        data.prepare({"path": _parquet(tmp_path, frame), "id_column": "doc"}, "d", seed=0)
+        data.prepare({"path": write_parquet(tmp_path, frame), "id_column": "doc"}, "d", seed=0)
     msg = str(err.value)
     assert "column 'doc' (id_column) has 2 duplicated ids" in msg and "'a' in rows [0, 3]" in msg
     assert "'b' in rows [1, 6]" in msg
@@ -170,7 +161,7 @@ def test_duplicate_ids_name_the_ids_and_rows(tmp_path):
 
 def test_missing_id_column_is_an_error(tmp_path):
     with pytest.raises(DataError, match=r"no id column 'doc'"):
-        data.prepare({"path": _parquet(tmp_path, _balanced(8)), "id_column": "doc"}, "d", seed=0)
+        data.prepare({"path": write_parquet(tmp_path, alternating_frame(8)), "id_column": "doc"}, "d", seed=0)
 
 
 def test_duplicate_texts_are_kept_but_counted_and_logged(tmp_path, caplog):
@@ -178,7 +169,7 @@ def test_duplicate_texts_are_kept_but_counted_and_logged(tmp_path, caplog):
     frame = pl.DataFrame({"text": texts, "label": [0, 1, 0] + [0, 1] * 4 + [1],
                           "split": ["train", "train", "test"] + ["train"] * 6 + ["test"] * 3})
     with caplog.at_level(logging.WARNING, logger="saeprobe"):
-        out, _, report = data.prepare({"path": _parquet(tmp_path, frame)}, "d", seed=0)
+        out, _, report = data.prepare({"path": write_parquet(tmp_path, frame)}, "d", seed=0)
     assert out.height == 12
     assert report["duplicates"] == {"n_duplicate_rows": 2, "n_duplicated_texts": 1, "n_texts_in_train_and_test": 1,
                                     "n_texts_with_conflicting_labels": 1}
@@ -300,8 +291,6 @@ def test_config_typo_names_the_key_and_suggests_the_right_one():
 
 
 def _cli(workdir: Path, cfg: dict, *targets: str):
-    from tests.test_workflow import snakemake, write_config
-
     write_config(workdir, cfg)
     proc = snakemake(workdir, *targets, check=False)
     assert proc.returncode != 0
@@ -331,7 +320,7 @@ def test_cli_non_utf8_dataset_reaches_terminal_and_log_without_traceback(tmp_pat
 
 @pytest.mark.workflow
 def test_cli_layer_beyond_depth_stops_extraction_with_the_key(tmp_path, tiny_llama):
-    _balanced(20).write_parquet(tmp_path / "d.parquet")
+    alternating_frame(20).write_parquet(tmp_path / "d.parquet")
     cfg = {"device": "cpu", "datasets": {"d": {"path": str(tmp_path / "d.parquet"), "split_column": None}},
            "models": {"tiny": {"path": str(tiny_llama), "layers": [1, 6], "max_length": 16}}}
     out = _cli(tmp_path, cfg, "results/activations/tiny/d.zarr")

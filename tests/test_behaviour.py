@@ -15,7 +15,7 @@ from saeprobe import behaviour_data as bd
 from saeprobe.behaviour_tables import TABLE_COLUMNS
 from saeprobe.errors import ConfigError, DataError, ModelLoadError
 from saeprobe.models import load_pretrained, load_tokenizer
-from tests.conftest import DATA
+from tests.helpers import DATA, planned, snakemake, write_config
 
 CPU = torch.device("cpu")
 PROMPT = "{question}\nAnswer:"
@@ -222,27 +222,8 @@ def test_write_and_read_meta_roundtrip(llama, tmp_path):
 # --------------------------------------------------------------------------- the stage, through the snakemake CLI
 
 
-def planned_for(workdir, target: str) -> set[str]:
-    """Rules a dry run plans for ``target`` (empty when it is up to date)."""
-    from tests.test_workflow import snakemake
-
-    out = snakemake(workdir, "-n", target).stdout
-    if "Job stats:" not in out:
-        assert "Nothing to be done" in out, out[-2000:]
-        return set()
-    rules = set()
-    for line in out.split("Job stats:")[1].splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        rules.add(parts[0])
-    return rules
-
-
 @pytest.mark.workflow
 def test_behaviour_stage_runs_to_the_table(tmp_path, tiny_llama):
-    from tests.test_workflow import snakemake, write_config
-
     target = "results/tables/behaviour.md"
     cfg = {
         "seed": 0,
@@ -292,7 +273,7 @@ def test_behaviour_stage_runs_to_the_table(tmp_path, tiny_llama):
     changed["models"]["tiny"]["token_budget"] = 512
     changed["device"] = "auto"
     write_config(tmp_path, changed)
-    assert planned_for(tmp_path, target) == set()
+    assert set(planned(tmp_path, target)) == set()
     changed["behaviour"]["copa_tiny"]["prompt"] = "{question}\nAnswer:"
     write_config(tmp_path, changed)
-    assert "score_behaviour" in planned_for(tmp_path, target)
+    assert "score_behaviour" in set(planned(tmp_path, target))

@@ -17,7 +17,7 @@ from saeprobe.probes import load_coef, save_coef
 from saeprobe.sae import encode_store, load_sae
 from saeprobe.store import ACTIVATION_COMPRESSOR, ActivationStore, AppendWriter, CodeStore, create_array, write_index
 from saeprobe.top_features import read_token_ids
-from tests.conftest import make_jumprelu
+from tests.helpers import make_jumprelu
 
 N_ROWS, CHUNK = 40, 8  # five chunks of activations per layer
 

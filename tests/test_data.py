@@ -8,18 +8,7 @@ import pytest
 
 from saeprobe import data
 from saeprobe.errors import DataError
-from tests.conftest import DATA
-
-
-def _write(tmp_path, frame: pl.DataFrame, name="d.parquet"):
-    path = tmp_path / name
-    frame.write_parquet(path)
-    return str(path)
-
-
-def _frame(n=200, classes=("a", "b", "c")):
-    rng = np.random.default_rng(0)
-    return pl.DataFrame({"text": [f"text {i}" for i in range(n)], "label": rng.choice(list(classes), n).tolist()})
+from tests.helpers import DATA, random_label_frame, write_parquet
 
 
 def test_real_dataset_keeps_source_splits_and_labels():
@@ -32,7 +21,7 @@ def test_real_dataset_keeps_source_splits_and_labels():
 
 
 def test_made_splits_are_deterministic_and_stratified(tmp_path):
-    path = _write(tmp_path, _frame(300))
+    path = write_parquet(tmp_path, random_label_frame(300))
     spec = {"path": path, "split_column": None, "test_fraction": 0.2, "validation_fraction": 0.1}
     a, _, _ = data.prepare(spec, "d", seed=7)
     b, _, _ = data.prepare(spec, "d", seed=7)
@@ -48,8 +37,8 @@ def test_made_splits_are_deterministic_and_stratified(tmp_path):
 
 
 def test_source_without_test_split_gets_one_carved_from_train(tmp_path):
-    frame = _frame(100).with_columns(pl.lit("train").alias("split"))
-    out, _, report = data.prepare({"path": _write(tmp_path, frame), "test_fraction": 0.25}, "d", seed=0)
+    frame = random_label_frame(100).with_columns(pl.lit("train").alias("split"))
+    out, _, report = data.prepare({"path": write_parquet(tmp_path, frame), "test_fraction": 0.25}, "d", seed=0)
     assert out.filter(pl.col("split") == "test").height == 25
     assert report["carved"] == ["test"]
 
@@ -58,7 +47,7 @@ def test_empty_texts_are_dropped_counted_and_logged(tmp_path, caplog):
     frame = pl.DataFrame({"text": ["good", "", "   ", None, "fine", "ok", "more", "t"], "label": [0, 1, 0, 1, 1, 0, 1, 0],
                           "split": ["train", "train", "train", "test", "train", "train", "train", "test"]})
     with caplog.at_level(logging.WARNING, logger="saeprobe"):
-        out, _, report = data.prepare({"path": _write(tmp_path, frame)}, "d", seed=0)
+        out, _, report = data.prepare({"path": write_parquet(tmp_path, frame)}, "d", seed=0)
     assert report["n_dropped_empty_text"] == 3
     assert out["text"].to_list() == ["good", "fine", "ok", "more", "t"]
     assert out["doc_id"].to_list() == [0, 1, 2, 3, 4]
@@ -67,17 +56,17 @@ def test_empty_texts_are_dropped_counted_and_logged(tmp_path, caplog):
 
 
 def test_missing_label_column_names_the_column_and_file(tmp_path):
-    path = _write(tmp_path, pl.DataFrame({"text": ["a", "b"], "type": ["x", "y"]}))
+    path = write_parquet(tmp_path, pl.DataFrame({"text": ["a", "b"], "type": ["x", "y"]}))
     with pytest.raises(DataError, match=r"no label column 'label'.*columns are \['text', 'type'\]") as err:
         data.prepare({"path": path}, "mine", seed=0)
     assert path in str(err.value) and "datasets.mine.label_column" in str(err.value)
 
 
 def test_missing_labels_and_single_class_are_errors(tmp_path):
-    path = _write(tmp_path, pl.DataFrame({"text": ["a", "b", "c"], "label": ["x", None, "y"]}))
+    path = write_parquet(tmp_path, pl.DataFrame({"text": ["a", "b", "c"], "label": ["x", None, "y"]}))
     with pytest.raises(DataError, match="1 missing labels"):
         data.prepare({"path": path}, "d", seed=0)
-    path = _write(tmp_path, pl.DataFrame({"text": ["a", "b"], "label": ["x", "x"]}), "one.parquet")
+    path = write_parquet(tmp_path, pl.DataFrame({"text": ["a", "b"], "label": ["x", "x"]}), "one.parquet")
     with pytest.raises(DataError, match="single class"):
         data.prepare({"path": path}, "d", seed=0)
 

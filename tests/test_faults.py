@@ -17,7 +17,6 @@ import ast
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,8 +24,7 @@ import polars as pl
 import pytest
 
 from saeprobe.io import atomic_path
-from tests.conftest import DATA, ROOT
-from tests.test_workflow import planned, snakemake, write_config
+from tests.helpers import DATA, ROOT, planned, snakemake, snakemake_cmd, write_config
 
 SKIP = ("logs", "benchmarks")
 
@@ -77,8 +75,7 @@ def test_run_killed_during_extraction_then_rerun_equals_a_clean_run_byte_for_byt
     write_config(tmp_path, config)
     acts = tmp_path / "results" / "activations" / "tiny"
     final = acts / "jailbreak.zarr"
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "--configfile", str(tmp_path / "config.yaml"), "--cores", "2"]
+    cmd = snakemake_cmd(tmp_path)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     # Wait until the forward pass has written part of its store (a chunk in the temporary), then
     # kill snakemake and its jobs at once: no handler runs, as on a node failure.

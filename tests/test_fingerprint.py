@@ -9,12 +9,10 @@ import os
 import shutil
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from saeprobe import fingerprint as fp
-from tests.conftest import DATA
-from tests.test_workflow import planned, snakemake, write_config
+from tests.helpers import jailbreak_slice, planned, snakemake, write_config
 
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 
@@ -294,10 +292,7 @@ def fp_run(tmp_path_factory, tiny_gemma2, jumprelu_dir):
     workdir = tmp_path_factory.mktemp("fingerprint_run")
     shutil.copytree(tiny_gemma2, workdir / "model")
     shutil.copytree(jumprelu_dir, workdir / "sae")
-    src = pl.read_parquet(DATA / "jailbreak_classification.parquet")
-    small = pl.concat([src.filter(pl.col("split") == s).group_by("label", maintain_order=True).head(n // 2)
-                       for s, n in (("train", 24), ("test", 12))])
-    small.write_parquet(workdir / "jailbreak_small.parquet")
+    jailbreak_slice(24, 12).write_parquet(workdir / "jailbreak_small.parquet")
     write_config(workdir, {
         "seed": 0,
         "device": "cpu",

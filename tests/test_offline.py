@@ -27,7 +27,7 @@ from saeprobe.probes import fit_probe, fit_tfidf
 from saeprobe.sae import encode_store, load_sae
 from saeprobe.store import ActivationStore, CodeStore
 from saeprobe.tokenize import tokenize
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from tests.conftest import DATA
-from tests.test_workflow import snakemake, write_config
+from tests.helpers import jailbreak_slice, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -26,10 +25,7 @@ FIGURES = ["f1_by_layer", "f1_by_width", "pooling_binarize", "data_size"]
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory, tiny_gemma2, jumprelu_dir):
     workdir = tmp_path_factory.mktemp("report")
-    src = pl.read_parquet(DATA / "jailbreak_classification.parquet")
-    small = pl.concat([src.filter(pl.col("split") == s).group_by("label", maintain_order=True).head(n // 2)
-                       for s, n in (("train", 60), ("test", 30))])
-    small.write_parquet(workdir / "jailbreak_small.parquet")
+    jailbreak_slice(60, 30).write_parquet(workdir / "jailbreak_small.parquet")  # = .test/data's slice
     cfg = {  # 16 jobs: one layer, one SAE, two binarizations, one sweep cell
         "seed": 0,
         "device": "cpu",

@@ -7,29 +7,15 @@ import zarr
 
 from saeprobe.errors import ConfigError
 from saeprobe.sae import collect_vectors, encode_store, load_sae, measure, train_topk
-from saeprobe.store import ActivationStore, AppendWriter, CodeStore, create_array, write_index
-from tests.conftest import make_jumprelu
-
-
-def _store(path, docs, special, layer=0, doc_order=None):
-    """Write a dense activation store from per-document arrays (stored in ``doc_order``)."""
-    order = list(doc_order if doc_order is not None else range(len(docs)))
-    group = zarr.open_group(str(path), mode="w")
-    w = AppendWriter(create_array(group, f"layer_{layer}", (docs[0].shape[1],), np.float32, 8))
-    s = AppendWriter(create_array(group, "special", (), bool, 8))
-    for d in order:
-        w.write(docs[d])
-        s.write(special[d])
-    w.close(), s.close()
-    write_index(group, np.concatenate([[0], np.cumsum([len(docs[d]) for d in order])]), np.array(order))
-    return ActivationStore(path)
+from saeprobe.store import CodeStore
+from tests.helpers import make_jumprelu, write_dense_store
 
 
 def test_sparse_codes_roundtrip_and_quality(tmp_path):
     rng = np.random.default_rng(0)
     docs = [rng.normal(size=(n, 32)).astype(np.float32) for n in (5, 17, 1, 9)]
     special = [np.eye(1, len(d), 0, dtype=bool)[0] for d in docs]  # first token special
-    store = _store(tmp_path / "acts.zarr", docs, special, doc_order=[2, 0, 3, 1])
+    store = write_dense_store(tmp_path / "acts.zarr", docs, special, doc_order=[2, 0, 3, 1])
     sae = make_jumprelu(32, 64)
     group = zarr.open_group(str(tmp_path / "codes.zarr"), mode="w")
     stats = encode_store(sae, store, 0, group, heldout_docs=np.array([False, True, False, True]), batch_size=10,
@@ -49,7 +35,7 @@ def test_sparse_codes_roundtrip_and_quality(tmp_path):
 
 
 def test_encode_rejects_width_mismatch(tmp_path):
-    store = _store(tmp_path / "a.zarr", [np.zeros((3, 16), np.float32)], [np.zeros(3, bool)])
+    store = write_dense_store(tmp_path / "a.zarr", [np.zeros((3, 16), np.float32)], [np.zeros(3, bool)])
     group = zarr.open_group(str(tmp_path / "c.zarr"), mode="w")
     with pytest.raises(ValueError, match="d_in=32 does not match the model's d_model=16"):
         encode_store(make_jumprelu(32, 64), store, 0, group, heldout_docs=np.zeros(1, bool))
@@ -60,7 +46,7 @@ def test_training_vectors_come_from_train_docs_and_real_tokens_only(tmp_path):
     special = [np.array([1, 0, 0, 0, 0, 1], bool)] * 3
     for d in docs:
         d[[0, 5]] = 99.0  # special tokens
-    store = _store(tmp_path / "a.zarr", docs, special)
+    store = write_dense_store(tmp_path / "a.zarr", docs, special)
     x = collect_vectors([store], [np.array([True, False, True])], 0, max_vectors=100, seed=0)
     assert x.shape == (8, 4) and torch.all(x == 1.0)
     capped = collect_vectors([store], [np.array([True, False, True])], 0, max_vectors=3, seed=0)
@@ -98,7 +84,7 @@ def test_sparse_decode_matches_dense_and_codes_do_not_depend_on_it(tmp_path, arc
 
     rng = np.random.default_rng(1)
     docs = [rng.normal(size=(n, 32)).astype(np.float32) for n in (7, 30, 12)]
-    store = _store(tmp_path / "acts.zarr", docs, [np.zeros(len(d), bool) for d in docs])
+    store = write_dense_store(tmp_path / "acts.zarr", docs, [np.zeros(len(d), bool) for d in docs])
     if arch == "topk":
         torch.manual_seed(0)
         sae = TopKSAE(TopKSAEConfig(d_in=32, d_sae=96, k=5, dtype="float32", device="cpu"))
@@ -165,7 +151,7 @@ def test_explained_variance_survives_a_large_mean(tmp_path):
     # Residual streams can have means far above their spread; float32 sums would cancel.
     rng = np.random.default_rng(2)
     docs = [(rng.normal(size=(n, 32)) + 3000.0).astype(np.float32) for n in (40, 70)]
-    store = _store(tmp_path / "acts.zarr", docs, [np.zeros(len(d), bool) for d in docs])
+    store = write_dense_store(tmp_path / "acts.zarr", docs, [np.zeros(len(d), bool) for d in docs])
     sae = make_jumprelu(32, 64)
     stats = encode_store(sae, store, 0, zarr.open_group(str(tmp_path / "c.zarr"), mode="w"),
                          heldout_docs=np.zeros(2, bool), batch_size=32)

@@ -13,7 +13,7 @@ import zarr
 from saeprobe import top_features as tf
 from saeprobe.errors import DataError
 from saeprobe.store import CodeStore, write_index
-from tests.conftest import STORIES
+from tests.helpers import STORIES
 
 
 def write_code_store(path, docs: list[np.ndarray], doc_ids: list[int], special: list[np.ndarray] | None = None,

@@ -8,7 +8,6 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-import yaml
 import zarr
 from PIL import Image
 
@@ -16,7 +15,7 @@ from saeprobe import data, randinit, vision
 from saeprobe.errors import ConfigError, DataError
 from saeprobe.pooling import pool_store
 from saeprobe.store import ActivationStore
-from tests.conftest import STORIES
+from tests.helpers import STORIES, snakemake, write_config
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +267,6 @@ def test_float16_overflow_is_caught(loaded, digits, tmp_path):
 
 @pytest.mark.workflow
 def test_workflow_digits_end_to_end(tmp_path):
-    from tests.test_workflow import snakemake
-
     cfg = {
         "seed": 0,
         "device": "cpu",
@@ -281,7 +278,7 @@ def test_workflow_digits_end_to_end(tmp_path):
         "features": {"poolings": ["top4"], "binarize": [None], "hidden_poolings": ["mean"]},
         "probe": {"Cs": [1.0], "cv_folds": 3},
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_config(tmp_path, cfg)
     snakemake(tmp_path, "results/tables/grid.parquet")  # the probe grid only (not figures or reports)
     res = tmp_path / "results"
     grid = pl.read_parquet(res / "tables" / "grid.parquet")

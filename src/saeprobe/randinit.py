@@ -9,6 +9,7 @@ the tiny presets' vocabulary).
 Presets (:data:`PRESETS`):
 
 - ``tiny-gemma2``: Gemma 2 architecture, 3 blocks, d_model 32 (tests).
+- ``tiny-llama``: Llama architecture, 4 blocks, d_model 32, grouped-query attention (tests).
 - ``gemma-2-2b``: the exact ``google/gemma-2-2b`` architecture (26 blocks, d_model 2304,
   vocab 256000; Gemma Team 2024, Table 1) — 2.6B parameters, for throughput benchmarks.
 - ``tiny-paligemma``: PaliGemma 2 architecture (SigLIP vision tower + linear projector + Gemma 2
@@ -43,6 +44,16 @@ def _tiny_gemma2(overrides: dict[str, Any]) -> Any:
         "sliding_window": 16, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, **overrides,
     })
     return Gemma2ForCausalLM(cfg)
+
+
+def _tiny_llama(overrides: dict[str, Any]) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(**{
+        "vocab_size": 512, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256, **overrides,
+    })
+    return LlamaForCausalLM(cfg)
 
 
 def gemma_2_2b_config(**overrides: Any) -> Any:
@@ -95,6 +106,7 @@ def _tiny_paligemma(overrides: dict[str, Any]) -> Any:
 
 PRESETS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "tiny-gemma2": _tiny_gemma2,
+    "tiny-llama": _tiny_llama,
     "gemma-2-2b": _gemma_2_2b,
     "tiny-paligemma": _tiny_paligemma,
 }
