@@ -44,7 +44,7 @@ def test_quick_run_prints_every_section(tmp_path):
     assert {r["stage"] for r in res["memory"]["runs"]} == {"forward", "extract", "encode"}
     assert [r["tokens"] for r in res["memory"]["runs"] if r["stage"] == "extract"][1] == \
         8 * [r["tokens"] for r in res["memory"]["runs"] if r["stage"] == "extract"][0]
-    assert res["probe"]["solver"] == "newton-cg" and res["dag"]["jobs"] > 100
+    assert res["probe"]["solver"] == "newton-cg" and res["dag"]["jobs"] > 50
 
 
 def test_gemma_cuda_path_runs_shrunk_on_cpu(tmp_path):

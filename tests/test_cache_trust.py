@@ -67,8 +67,8 @@ def test_user_config_plans_only_its_own_jobs(tmp_path):
     proc = readme_snakemake("-n", "--cores", "all", "--configfile", str(my))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = job_counts(proc.stdout)
-    # 1 dataset x 1 model x 2 layers x 2 hidden poolings = 4 probes, plus TF-IDF.
-    assert jobs == {"prepare_dataset": 1, "tokenize": 1, "extract_activations": 1, "pool": 4, "fit_probe": 4,
+    # 1 dataset x 1 model x 2 layers = 2 feature stores (2 hidden poolings each: one pool and one probe job per store), plus TF-IDF.
+    assert jobs == {"prepare_dataset": 1, "tokenize": 1, "extract_activations": 1, "pool": 2, "fit_probe": 2,
                     "fit_tfidf": 1, "tables": 1, "figures": 1, "report_tables": 1, "all": 1}
     for default_name in ("jailbreak_classification", "minilm", "stories260k/", "piqa", "digits"):
         assert default_name not in proc.stdout, default_name
@@ -80,7 +80,7 @@ def test_readme_paper_dry_run_command_works():
     proc = readme_snakemake("-n", "--configfile", "config/paper.yaml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = job_counts(proc.stdout)
-    assert jobs["fit_probe"] > 1000
+    assert jobs["fit_probe"] > 300  # one job per feature store (357), each fitting every cell on it
     assert "results/data/trec.parquet" not in proc.stdout and "stories260k" not in proc.stdout  # default-only names
 
 
@@ -221,8 +221,10 @@ def test_tiny_threshold_plans_every_probe(tmp_path):
     }))
     proc = readme_snakemake("-n", "--cores", "all", "--configfile", str(my))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert job_counts(proc.stdout)["fit_probe"] == 2
-    assert "mean__gt0.00001.json" in proc.stdout and "mean__gt1000000.json" in proc.stdout
+    assert job_counts(proc.stdout)["fit_probe"] == 1  # one feature store, both thresholds
+    plan = sg.Plan(sc.validate(sc.load_yaml(my)))
+    files = [c.path for c in plan.stage_cells["grid"]]
+    assert [f.rsplit("/", 1)[1] for f in files] == ["mean__gt0.00001.json", "mean__gt1000000.json"]
 
 
 # --------------------------------------------------------------------------- 7. outputs readable by the group
