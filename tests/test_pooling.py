@@ -85,3 +85,28 @@ def test_binarize_sparse_and_dense():
     assert binarize(x, None) is x
     with pytest.raises(ValueError):
         binarize(x, -1.0)
+
+
+def test_pool_store_all_matches_one_pooling_at_a_time_even_with_repeats(tmp_path):
+    """Every pooling of a one-pass pool equals pooling alone, and a repeated name changes nothing."""
+    import saeprobe.config as sc
+    import saeprobe.grid as sg
+    from saeprobe.pooling import pool_store, pool_store_all
+
+    from tests.helpers import write_dense_store
+
+    rng = np.random.default_rng(0)
+    docs = [rng.normal(size=(n, 3)).astype(np.float32) for n in (4, 1, 6, 3)]
+    special = [np.r_[True, np.zeros(len(d) - 1, bool)] for d in docs]
+    store = write_dense_store(tmp_path / "s.zarr", docs, special, layer=1, doc_order=[2, 0, 3, 1], chunk=4)
+    many, _ = pool_store_all(store, ["mean", "max", "mean", "last", "max"], layer=1, block_tokens=5)
+    assert list(many) == ["mean", "max", "last"]
+    for name, matrix in many.items():
+        alone, _ = pool_store(store, name, layer=1, block_tokens=5)
+        np.testing.assert_array_equal(matrix, alone)
+        assert matrix.shape == (4, 3)
+    cfg = sc.validate({"datasets": {"d": {"path": "d.parquet"}}, "models": {"m": {"path": "m", "layers": [1]}},
+                       "saes": {"s": {"model": "m", "path": "sae"}},
+                       "features": {"poolings": ["mean", "top2"], "binarize": [None, 1.0]},
+                       "sweep": {"datasets": ["d"], "poolings": ["top2"], "binarize": [1.0]}})
+    assert sg.Plan(cfg).poolings(sg.Unit("m", "d", "s", 1)) == ["mean", "top2"]  # each once

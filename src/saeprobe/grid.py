@@ -223,8 +223,7 @@ class Plan:
         out: dict[Unit, list[str]] = {}
         for stage in STAGES:
             for unit, cells in self.units[stage].items():
-                poolings = out.setdefault(unit, [])
-                poolings += [c.pooling for c in cells if c.pooling not in poolings]
+                out[unit] = list(dict.fromkeys([*out.get(unit, []), *(c.pooling for c in cells)]))
         return out
 
     def poolings(self, unit: Unit) -> list[str]:

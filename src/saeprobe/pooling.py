@@ -181,6 +181,7 @@ def pool_store_all(store: RaggedStore, poolings: Sequence[str], exclude_special:
         ValueError: an unknown pooling, ``top<N>`` on hidden states, or a store whose doc_id is
             not a permutation of 0..n_docs-1.
     """
+    poolings = list(dict.fromkeys(poolings))  # a pooling asked for twice is computed once
     for pooling in poolings:
         parse_pooling(pooling)
     parts: dict[str, list] = {p: [] for p in poolings}
