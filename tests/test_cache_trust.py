@@ -28,6 +28,7 @@ from saeprobe.io import atomic_path
 from saeprobe.probes import fit_probe, macro_f1
 from saeprobe.tables import grid
 from tests.conftest import DATA, ROOT, STORIES
+from tests.helpers import job_counts
 
 # The README's commands run `.venv/bin/snakemake`: the snakemake of this interpreter's environment.
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -39,17 +40,6 @@ def readme_snakemake(*args: str) -> subprocess.CompletedProcess:
            *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    assert "Job stats:" in stdout, stdout[-3000:]
-    jobs = {}
-    for line in stdout.split("Job stats:")[1].splitlines()[3:]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        jobs[parts[0]] = int(parts[1])
-    return jobs
 
 
 # --------------------------------------------------------------------------- 1. a user's config runs alone

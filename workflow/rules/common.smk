@@ -70,6 +70,23 @@ def random_tokenizer_fingerprint(model):
     return folder_fingerprint(tokenizer) if tokenizer else None
 
 
+# Settings that decide where and how fast a job runs, never what it writes (device, batch sizes),
+# reach the scripts as the `runtime` param, built by runtime() below (used by activations.smk,
+# sae.smk, vision.smk and behaviour.smk). Its params function takes `threads`,
+# which makes it a *derived* param for Snakemake (>= 8.23.2, snakemake/snakemake#3154): it is left
+# out of the params rerun trigger, so changing the device or a batch size reruns nothing. (An
+# ordinary param would rerun every torch job of the run on a device change.)
+
+
+def runtime(**settings):
+    """A params function giving `settings` (values or functions of the wildcards) as one dict."""
+
+    def params(wildcards, threads):  # `threads`: see above; the scripts read snakemake.threads
+        return {k: v(wildcards) if callable(v) else v for k, v in settings.items()}
+
+    return params
+
+
 def model_files(wildcards):
     """The model folder when the workflow builds it (random models), else nothing."""
     spec = config["models"][wildcards.model]
