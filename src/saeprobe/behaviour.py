@@ -39,6 +39,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from saeprobe.config import with_defaults
 from saeprobe import data
 from saeprobe.activations import plan_batches
 from saeprobe.behaviour_data import frame, summary
@@ -46,7 +47,6 @@ from saeprobe.errors import ConfigError, DataError, one_line
 
 log = logging.getLogger("saeprobe")
 
-DEFAULT_PROMPT = "{question}\nAnswer:"
 
 
 # --------------------------------------------------------------------------- reading the items
@@ -122,15 +122,16 @@ def prepare_items(df: pl.DataFrame, spec: dict[str, Any], name: str, origin: str
             choices that are not a list or have fewer than 2 options or an empty option; an answer
             that is missing, not an integer, or out of range — naming the file, column and row.
     """
-    qcol = spec.get("question_column", "question")
-    ccol = spec.get("choices_column", "choices")
-    acol = spec.get("answer_column", "answer")
+    spec = with_defaults("behaviour", spec)
+    qcol = spec["question_column"]
+    ccol = spec["choices_column"]
+    acol = spec["answer_column"]
     where = f"behaviour '{name}' ({origin})"
     for role, col in (("question", qcol), ("choices", ccol), ("answer", acol)):
         if col not in df.columns:
             raise DataError(f"{where}: no {role} column '{col}'; columns are {df.columns}. "
                             f"Set behaviour.{name}.{role}_column in the config.")
-    template = spec.get("prompt", DEFAULT_PROMPT)
+    template = spec["prompt"]
     fields = template_fields(template)
     unknown = [f for f in fields if f != "question" and f not in df.columns]
     if unknown:
@@ -430,16 +431,17 @@ def score_entry(spec: dict[str, Any], name: str, model_spec: dict[str, Any], sco
         ConfigError, DataError: see :func:`prepare_items`, :func:`saeprobe.models.load_pretrained`,
             :func:`encode`.
     """
+    spec, model_spec = with_defaults("behaviour", spec), with_defaults("models", model_spec)
     from saeprobe.models import load_pretrained, load_tokenizer
 
     df, origin = read_items(spec, name)
     items = prepare_items(df, spec, name, origin)
     tokenizer = load_tokenizer(model_spec, scorer)
     model = load_pretrained(model_spec, scorer, "causal_lm", device, dtype)
-    max_length = model_max_length(model, model_spec.get("max_length", 512))
+    max_length = model_max_length(model, model_spec["max_length"])
     scores = score(model, tokenizer, items, max_length, token_budget=token_budget, batch_size=batch_size)
     meta = summary(items, scores, behaviour=name, scorer=scorer, source=origin, n_source_rows=df.height,
-                   prompt=spec.get("prompt", DEFAULT_PROMPT), max_length=max_length,
+                   prompt=spec["prompt"], max_length=max_length,
                    dtype=str(dtype).removeprefix("torch."), device=str(device), scoring="mean token loss, lowest wins",
                    model_class=type(model).__name__)
     if meta["n_correct"] in (0, meta["n_items"]):

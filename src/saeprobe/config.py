@@ -95,6 +95,31 @@ def _fill_defaults(instance: Any, schema: dict[str, Any], root: dict[str, Any]) 
                 _fill_defaults(value, extra, root)
 
 
+def with_defaults(section: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A copy of one ``<section>.<name>`` entry (``datasets``, ``models``, ``saes``, ``behaviour``)
+    with the schema's defaults filled in, for callers of the library that pass a partial entry
+    (the workflow's entries are already filled by :func:`validate`). Not validated.
+
+    Raises:
+        KeyError: ``section`` is not a section of named entries.
+    """
+    schema = _schema()
+    node = schema["properties"][section]["additionalProperties"]
+    out = copy.deepcopy(spec)
+    _fill_defaults(out, node, schema)
+    return out
+
+
+_SCHEMA: dict[str, Any] | None = None
+
+
+def _schema() -> dict[str, Any]:
+    global _SCHEMA
+    if _SCHEMA is None:
+        _SCHEMA = load_schema()
+    return _SCHEMA
+
+
 def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
@@ -158,7 +183,7 @@ def _add_behaviour_datasets(config: dict[str, Any], schema: dict[str, Any]) -> N
     (text = the prompt, label = correct/incorrect); it is split 80/20 stratified like any
     dataset without a split column.
     """
-    for name, spec in config.get("behaviour", {}).items():
+    for name, spec in config["behaviour"].items():
         existing = config["datasets"].get(name)
         entry = {
             "path": behaviour_path(name), "text_column": "text", "label_column": "label", "split_column": None,
@@ -195,14 +220,14 @@ def _check_consistency(config: dict[str, Any]) -> None:
                 f"(models.{model}.layers = {models[model]['layers']})"
             )
         train = sae.get("train", {})
-        for ds in train.get("datasets", []):
+        for ds in train.get("datasets") or []:
             if ds not in config["datasets"]:
                 problems.append(f"'saes.{name}.train.datasets': unknown dataset '{ds}'")
         if train and train["k"] > train["width"]:
             problems.append(f"'saes.{name}.train.k': a TopK SAE keeps k of its width latents per token, so k must be "
                             f"at most width; got k={train['k']} > width={train['width']}")
     for name, spec in config["datasets"].items():
-        kind = spec.get("kind", "text")
+        kind = spec["kind"]
         if "sklearn" in spec and kind != "image":
             problems.append(f"'datasets.{name}.sklearn': scikit-learn sets are images; set kind: image")
         for key in ("max_rows", "prompt"):
@@ -211,16 +236,16 @@ def _check_consistency(config: dict[str, Any]) -> None:
         for model in spec.get("models", []):
             if model not in models:
                 problems.append(f"'datasets.{name}.models': unknown model '{model}' (models: {', '.join(models)})")
-            elif (models[model].get("kind", "text") == "vision") != (kind == "image"):
-                problems.append(f"'datasets.{name}.models': model '{model}' is a {models[model].get('kind', 'text')} "
+            elif (models[model]["kind"] == "vision") != (kind == "image"):
+                problems.append(f"'datasets.{name}.models': model '{model}' is a {models[model]['kind']} "
                                 f"model but the dataset's kind is {kind}")
-    for name, spec in config.get("behaviour", {}).items():
+    for name, spec in config["behaviour"].items():
         if spec["model"] not in models:
             problems.append(f"'behaviour.{name}.model': unknown model '{spec['model']}' (models: {', '.join(models)})")
-        elif models[spec["model"]].get("kind", "text") != "text":
+        elif models[spec["model"]]["kind"] != "text":
             problems.append(f"'behaviour.{name}.model': '{spec['model']}' is not a text model")
     for stage in ("transfer", "sweep"):
-        for ds in config.get(stage, {}).get("datasets", []):
+        for ds in config[stage]["datasets"]:
             if ds not in config["datasets"]:
                 problems.append(f"'{stage}.datasets': unknown dataset '{ds}' (datasets: {', '.join(config['datasets'])})")
             elif stage == "transfer" and not config["datasets"][ds].get("lang_column"):
@@ -244,7 +269,7 @@ def _check_file_names(config: dict[str, Any]) -> None:
     problems = []
     lists = [("features.binarize", config["features"]["binarize"])]
     lists += [(f"datasets.{d}.binarize", s["binarize"]) for d, s in config["datasets"].items() if "binarize" in s]
-    lists += [(f"behaviour.{b}.binarize", s["binarize"]) for b, s in config.get("behaviour", {}).items() if "binarize" in s]
+    lists += [(f"behaviour.{b}.binarize", s["binarize"]) for b, s in config["behaviour"].items() if "binarize" in s]
     lists += [(f"{stage}.binarize", config[stage]["binarize"]) for stage in ("transfer", "sweep") if stage in config]
     binarize = re.compile(WILDCARDS["binarize"])
     for key, thresholds in lists:

@@ -35,6 +35,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
+from saeprobe.config import with_defaults
 from saeprobe.errors import DataError, one_line
 from saeprobe.io import atomic_path, reading
 
@@ -193,14 +194,15 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
     Raises:
         DataError: missing columns, missing labels, an unknown split name, too few examples.
     """
+    spec = with_defaults("datasets", spec)
     df, origin = read_source(spec, name)
-    text_col, label_col = spec.get("text_column", "text"), spec.get("label_column", "label")
+    text_col, label_col = spec["text_column"], spec["label_column"]
     _require_column(df, text_col, "text", name, origin)
     _require_column(df, label_col, "label", name, origin)
     if df.height == 0:
         raise DataError(f"dataset '{name}' ({origin}): no rows")
 
-    split_col = spec.get("split_column", "split")
+    split_col = spec["split_column"]
     if HUB_SPLIT in df.columns and split_col is not None and split_col not in df.columns:
         split_col = HUB_SPLIT  # the hub's own splits; split_column: null draws our own instead
     lang_col = spec.get("lang_column")
@@ -400,7 +402,7 @@ def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str
     pool = np.flatnonzero(split == "train")
     labels = out["label"].to_numpy()
     before = set(split.tolist())
-    for target, frac in (("test", spec.get("test_fraction", 0.2)), ("validation", spec.get("validation_fraction", 0.0))):
+    for target, frac in (("test", spec["test_fraction"]), ("validation", spec["validation_fraction"])):
         if target in set(split.tolist()) or not frac:
             continue
         counts = np.bincount(labels[pool], minlength=len(label_names))
@@ -412,7 +414,7 @@ def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str
                 f"classes with fewer than 3 examples: {detail} (each needs 1 in {target} and 2 in train for "
                 "cross-validation) — add examples or remove (merge) those classes"
             )
-        size = frac if target == "test" else frac / max(1e-9, 1 - spec.get("test_fraction", 0.2))
+        size = frac if target == "test" else frac / max(1e-9, 1 - spec["test_fraction"])
         try:
             keep, take = train_test_split(pool, test_size=size, random_state=seed, stratify=labels[pool])
         except ValueError as exc:  # e.g. a test split smaller than the number of classes

@@ -24,12 +24,12 @@ HIDDEN = "hidden"  # feature source name of the hidden-state baseline
 
 def model_kind(config: dict[str, Any], model: str) -> str:
     """``text`` or ``vision`` (a vision-language model)."""
-    return config["models"][model].get("kind", "text")
+    return config["models"][model]["kind"]
 
 
 def dataset_kind(config: dict[str, Any], dataset: str) -> str:
     """``text`` or ``image``."""
-    return config["datasets"][dataset].get("kind", "text")
+    return config["datasets"][dataset]["kind"]
 
 
 def dataset_models(config: dict[str, Any], dataset: str) -> list[str]:
@@ -140,7 +140,7 @@ def feature_cells(config: dict[str, Any], dataset: str, poolings: list[str], thr
 
 
 def grid_datasets(config: dict[str, Any]) -> list[str]:
-    return [d for d, spec in config["datasets"].items() if spec.get("grid", True)]
+    return [d for d, spec in config["datasets"].items() if spec["grid"]]
 
 
 def probe_cells(config: dict[str, Any]) -> list[ProbeCell]:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from saeprobe.config import with_defaults
 from saeprobe import layout
 from saeprobe.errors import ConfigError, ModelLoadError, one_line
 from saeprobe.io import damaged
@@ -173,7 +174,8 @@ def attention_kwargs(spec: dict[str, Any], model_type: str) -> dict[str, Any]:
     (``SOFTCAP_MODEL_TYPES``, e.g. Gemma 2), which get ``eager``: the fused kernels skip the cap.
     ``model_type`` is the language model's (PaliGemma 2's is ``gemma2``).
     """
-    attn = spec.get("attn_implementation", "auto")
+    spec = with_defaults("models", spec)
+    attn = spec["attn_implementation"]
     if attn != "auto":
         return {"attn_implementation": attn}
     return {"attn_implementation": "eager"} if model_type in SOFTCAP_MODEL_TYPES else {}

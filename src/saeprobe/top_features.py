@@ -308,7 +308,7 @@ def neuronpedia_id(release: str | None, sae_id: str | None, directory: dict[str,
     if not release or not sae_id:
         return None
     entry = (directory if directory is not None else _pretrained_directory()).get(release) or {}
-    for sae in entry.get("saes", []):
+    for sae in entry.get("saes") or []:
         if sae.get("id") == sae_id:
             return sae.get("neuronpedia") or None
     return None

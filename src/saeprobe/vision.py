@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from saeprobe.config import with_defaults
 from saeprobe import data
 from saeprobe.errors import CacheError, ConfigError, DataError, one_line
 
@@ -127,12 +128,12 @@ def _table(spec: dict[str, Any], name: str) -> _Source:
     ``{bytes, path}`` struct, or file paths (relative to the table's folder).
     """
     df, origin = data.read_source(spec, name)
-    image_col, label_col = spec.get("image_column", "image"), spec.get("label_column", "label")
+    image_col, label_col = spec["image_column"], spec["label_column"]
     for col, role in ((image_col, "image"), (label_col, "label")):
         if col not in df.columns:
             raise DataError(f"dataset '{name}' ({origin}): no {role} column '{col}'; columns are {df.columns}. "
                             f"Set datasets.{name}.{role}_column in the config.")
-    split_col = spec.get("split_column", "split")
+    split_col = spec["split_column"]
     if data.HUB_SPLIT in df.columns and split_col is not None and split_col not in df.columns:
         split_col = data.HUB_SPLIT  # the hub's own splits; split_column: null draws our own instead
     base = Path(spec["path"]).parent if "path" in spec else Path(".")
@@ -160,6 +161,7 @@ def read_images(spec: dict[str, Any], name: str = "dataset") -> _Source:
     Raises:
         DataError: missing folder/file/column, empty source, unreadable hub dataset.
     """
+    spec = with_defaults("datasets", spec)
     if "sklearn" in spec:
         if spec["sklearn"] != "digits":
             raise DataError(f"dataset '{name}': unknown scikit-learn image set '{spec['sklearn']}' (known: digits)")
@@ -228,6 +230,7 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
         DataError: unreadable image (naming the file or row), missing labels, a single class,
             an unknown split name, too few examples for a stratified split, a ``lang_column``.
     """
+    spec = with_defaults("datasets", spec)
     if spec.get("lang_column"):
         raise DataError(f"dataset '{name}': lang_column is not supported for image datasets")
     src = read_images(spec, name)
@@ -259,11 +262,11 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
         "label": labels,
         "split_raw": pl.Series([src.splits[i] for i in rows], dtype=pl.String),
     })
-    split = data._assign_splits(out, spec, name, seed, report, label_names, spec.get("label_column", "label"),
+    split = data._assign_splits(out, spec, name, seed, report, label_names, spec["label_column"],
                                 src.origin)
     frame = pl.DataFrame({
         "doc_id": np.arange(n, dtype=np.int64),
-        "text": pl.Series([spec.get("prompt", "")] * n, dtype=pl.String),
+        "text": pl.Series([(spec.get("prompt") or "")] * n, dtype=pl.String),
         "label": labels,
         "label_name": [label_names[i] for i in labels],
         "split": pl.Series(split, dtype=pl.String),
