@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import re
 import sys
 from pathlib import Path
@@ -110,14 +111,9 @@ def with_defaults(section: str, spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_SCHEMA: dict[str, Any] | None = None
-
-
+@functools.cache
 def _schema() -> dict[str, Any]:
-    global _SCHEMA
-    if _SCHEMA is None:
-        _SCHEMA = load_schema()
-    return _SCHEMA
+    return load_schema()  # read once per process; never modified (defaults are deep-copied out)
 
 
 def _key(path: Any) -> str:
