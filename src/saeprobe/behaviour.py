@@ -39,14 +39,13 @@ import polars as pl
 import torch
 from torch import nn
 
-from saeprobe.config import with_defaults
 from saeprobe import data
 from saeprobe.activations import plan_batches
 from saeprobe.behaviour_data import frame, summary
+from saeprobe.config import with_defaults
 from saeprobe.errors import ConfigError, DataError, one_line
 
 log = logging.getLogger("saeprobe")
-
 
 
 # --------------------------------------------------------------------------- reading the items

@@ -28,8 +28,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from saeprobe.config import with_defaults
 from saeprobe import layout
+from saeprobe.config import with_defaults
 from saeprobe.errors import ConfigError, ModelLoadError, one_line
 from saeprobe.io import damaged
 from saeprobe.offline import offline_hint

@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from saeprobe.config import with_defaults
 from saeprobe import data
+from saeprobe.config import with_defaults
 from saeprobe.errors import CacheError, ConfigError, DataError, one_line
 
 if TYPE_CHECKING:  # torch, zarr and transformers are imported where they are used: preparing data needs none
@@ -266,7 +266,7 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
                                 src.origin)
     frame = pl.DataFrame({
         "doc_id": np.arange(n, dtype=np.int64),
-        "text": pl.Series([(spec.get("prompt") or "")] * n, dtype=pl.String),
+        "text": pl.Series([spec.get("prompt") or ""] * n, dtype=pl.String),
         "label": labels,
         "label_name": [label_names[i] for i in labels],
         "split": pl.Series(split, dtype=pl.String),
