@@ -59,6 +59,8 @@ include: "workflow/rules/behaviour.smk"
 include: "workflow/rules/vision.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/sweep.smk"
+include: "workflow/rules/ksparse.smk"
+include: "workflow/rules/baselines.smk"
 include: "workflow/rules/report.smk"
 
 

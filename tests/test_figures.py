@@ -39,8 +39,43 @@ def synthetic_grid(seed: int = 0, widths: tuple[int, ...] = (64, 1024)) -> pl.Da
         test_macro_f1=pl.Series(rng.uniform(0.5, 0.95, n)), test_accuracy=pl.Series(rng.uniform(0.5, 0.95, n)),
         test_auroc=pl.lit(None, pl.Float64), validation_macro_f1=pl.lit(None, pl.Float64), n_train=pl.lit(60),
         n_test=pl.lit(30), mean_active_features=pl.lit(5.0), test_missing_classes=pl.lit(0),
+        probe=pl.lit("logreg"), binarize=pl.col("binarize").replace_strict({"raw": None, "gt1": 1.0}, default=None,
+                                                                             return_dtype=pl.Float64),
     )
-    return df.select(GRID_COLUMNS)
+    df = df.with_columns(test_macro_f1_lo=pl.col("test_macro_f1") - 0.05, test_macro_f1_hi=pl.col("test_macro_f1") + 0.04)
+    return df.with_columns(pl.lit(None).alias(c) for c in GRID_COLUMNS if c not in df.columns).select(GRID_COLUMNS)
+
+
+def synthetic_ksparse() -> pl.DataFrame:
+    rng = np.random.default_rng(3)
+    rows = []
+    for ds, (family, source), ranking, layer, k in product(["jailbreak", "trec"], [("sae", "m1_sae"), ("hidden", "hidden")],
+                                                           ["mean_diff", "l1"], [1, 3], [1, 2, 5, 10, 50]):
+        f1 = float(min(0.95, 0.5 + 0.08 * np.log(k) + rng.uniform(0, 0.05)))
+        rows.append(dict(dataset=ds, model="m1", family=family, source=source, layer=layer, pooling="mean", binarize=None,
+                         ranking=ranking, k=k, cv_macro_f1=f1 + rng.uniform(-0.02, 0.02), test_macro_f1=f1,
+                         test_macro_f1_lo=f1 - 0.04, test_macro_f1_hi=min(1.0, f1 + 0.03)))
+    return pl.DataFrame(rows, schema_overrides={"binarize": pl.Float64})
+
+
+def synthetic_versus() -> pl.DataFrame:
+    rows = []
+    for ds, ranking, k in product(["jailbreak", "trec"], ["mean_diff", "l1"], [1, 2, 5, 10, 50]):
+        rows.append(dict(dataset=ds, model="m1", source="m1_sae", layer=1, pooling="top20", threshold=1.0, ranking=ranking,
+                         k=k, matched=k == 10, binarized_cv_macro_f1=0.8, binarized_test_macro_f1=0.82,
+                         binarized_test_macro_f1_lo=0.78, binarized_test_macro_f1_hi=0.86,
+                         ksparse_test_macro_f1=0.55 + 0.06 * np.log(k), difference=0.1, ci_lo=0.02, ci_hi=0.2))
+    return pl.DataFrame(rows)
+
+
+@pytest.mark.parametrize("name", ["ksparse", "binarize_vs_ksparse"])
+def test_ksparse_figures(tmp_path, name):
+    tables = {"ksparse": synthetic_ksparse(), "binarize_vs_ksparse": synthetic_versus()}
+    fig = figures.make(name, tables)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == (4 if name == "ksparse" else 2)
+    _check_written(fig, tmp_path / name)
+    empty = figures.make(name, {k: v.clear() for k, v in tables.items()})
+    assert "no rows" in empty.axes[0].texts[0].get_text()
 
 
 def synthetic_transfer() -> pl.DataFrame:
@@ -110,9 +145,9 @@ def test_layer_figure_plots_the_cv_best_configuration(tmp_path):
     # Make one SAE cell at layer 1 of m1 best on CV with a known test score, and another best on test.
     g = g.with_columns(
         pl.when((pl.col("source") == "m1_sae64") & (pl.col("layer") == 1) & (pl.col("pooling") == "mean")
-                & (pl.col("binarize") == "raw")).then(0.99).otherwise(pl.col("cv_macro_f1")).alias("cv_macro_f1"),
+                & pl.col("binarize").is_null()).then(0.99).otherwise(pl.col("cv_macro_f1")).alias("cv_macro_f1"),
         pl.when((pl.col("source") == "m1_sae64") & (pl.col("layer") == 1) & (pl.col("pooling") == "mean")
-                & (pl.col("binarize") == "raw")).then(0.123).otherwise(pl.col("test_macro_f1")).alias("test_macro_f1"),
+                & pl.col("binarize").is_null()).then(0.123).otherwise(pl.col("test_macro_f1")).alias("test_macro_f1"),
     ).with_columns(
         pl.when((pl.col("source") == "m1_sae1024") & (pl.col("layer") == 1) & (pl.col("pooling") == "top20"))
         .then(0.999).otherwise(pl.col("test_macro_f1")).alias("test_macro_f1"),

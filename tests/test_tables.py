@@ -6,7 +6,7 @@ import json
 from saeprobe.io import write_json
 import polars as pl
 
-from saeprobe.tables import best, best_both, grid, markdown, stage_times
+from saeprobe.tables import MIN_ACTIVE_FEATURES, best, flags, grid, markdown, stage_times
 
 
 def _result(source, cv, test, layer=1, pooling="sum", binarize="raw", model="m"):
@@ -35,12 +35,34 @@ def test_best_is_chosen_on_cv_not_test(tmp_path):
     assert b["test_macro_f1"].to_list() == [0.60, 0.70, 0.66]
     md = markdown(b)
     assert md.splitlines()[0].startswith("| dataset") and "sae1" in md
-    # MOSAIC's selection on test, kept beside it for comparison, picks the test-optimal rows.
-    both = best_both(g)
-    assert both["selected_on"].to_list() == ["cv"] * 3 + ["test"] * 3
-    mosaic = both.filter(pl.col("selected_on") == "test")
+    # MOSAIC's selection on test, in its own table, picks the test-optimal rows.
+    mosaic = best(g, "test")
+    assert mosaic["selected_on"].to_list() == ["test"] * 3
     assert mosaic["pooling"].to_list()[:2] == ["max", "mean"]
     assert mosaic["test_macro_f1"].to_list() == [0.95, 0.90, 0.66]
+    # Binarization as the config writes it: null (raw) or the threshold.
+    assert g["binarize"].dtype == pl.Float64 and g["binarize"].null_count() == g.height
+
+
+def test_baseline_rows_are_their_own_probe_kind(tmp_path):
+    rows = [_result("hidden", cv=0.70, test=0.70), {**_result("hidden", cv=0.90, test=0.50), "baseline": "knn",
+                                                     "params": {"n_neighbors": 15}, "C": None}]
+    paths = []
+    for i, r in enumerate(rows):
+        write_json(tmp_path / f"{i}.json", r)
+        paths.append(tmp_path / f"{i}.json")
+    g = grid(paths)
+    assert g["probe"].to_list() == ["logreg", "knn"]
+    assert json.loads(g.filter(pl.col("probe") == "knn")["params"][0]) == {"n_neighbors": 15}
+    # A better-CV baseline does not replace the linear probe: best keeps one row per probe kind.
+    assert sorted(best(g)["probe"].to_list()) == ["knn", "logreg"]
+
+
+def test_flags_mark_degenerate_rows():
+    assert flags("sae", MIN_ACTIVE_FEATURES - 0.5, 2, 0.8, 0.4) == "few_active_features"
+    assert flags("hidden", 0.5, 2, 0.8, 0.4) is None  # dense hidden states are never "few active"
+    assert flags("sae", 30.0, 1, 0.4, 0.4) == "one_class_predicted,at_or_below_majority"
+    assert flags("sae", 30.0, 2, 0.81, 0.4) is None
 
 
 def test_stage_times(tmp_path):

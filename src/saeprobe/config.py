@@ -240,7 +240,7 @@ def _check_consistency(config: dict[str, Any]) -> None:
             problems.append(f"'behaviour.{name}.model': unknown model '{spec['model']}' (models: {', '.join(models)})")
         elif models[spec["model"]]["kind"] != "text":
             problems.append(f"'behaviour.{name}.model': '{spec['model']}' is not a text model")
-    for stage in ("transfer", "sweep"):
+    for stage in ("transfer", "sweep", "ksparse", "baselines"):
         for ds in config[stage]["datasets"]:
             if ds not in config["datasets"]:
                 problems.append(f"'{stage}.datasets': unknown dataset '{ds}' (datasets: {', '.join(config['datasets'])})")
@@ -258,15 +258,16 @@ def _check_file_names(config: dict[str, Any]) -> None:
     """Every value that becomes part of a file name matches its wildcard, and none collide.
 
     Checked per list of binarization thresholds (``features``, each dataset's and behaviour
-    entry's, ``transfer``, ``sweep``) and per probe cell field. Raises ConfigError naming the key.
+    entry's, ``transfer``, ``sweep``, ``ksparse``, ``baselines``) and per probe cell field. Raises ConfigError naming the key.
     """
-    from saeprobe.grid import binarize_name, probe_cells, sweep_cells, transfer_cells
+    from saeprobe.grid import baseline_cells, binarize_name, ksparse_cells, probe_cells, sweep_cells, transfer_cells
 
     problems = []
     lists = [("features.binarize", config["features"]["binarize"])]
     lists += [(f"datasets.{d}.binarize", s["binarize"]) for d, s in config["datasets"].items() if "binarize" in s]
     lists += [(f"behaviour.{b}.binarize", s["binarize"]) for b, s in config["behaviour"].items() if "binarize" in s]
-    lists += [(f"{stage}.binarize", config[stage]["binarize"]) for stage in ("transfer", "sweep") if stage in config]
+    lists += [(f"{stage}.binarize", config[stage]["binarize"]) for stage in ("transfer", "sweep", "ksparse", "baselines")
+              if stage in config]
     binarize = re.compile(WILDCARDS["binarize"])
     for key, thresholds in lists:
         names: dict[str, float | None] = {}
@@ -285,7 +286,8 @@ def _check_file_names(config: dict[str, Any]) -> None:
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     patterns = {field: re.compile(WILDCARDS[field]) for field in ("model", "dataset", "source", "layer", "pooling")}
-    for cell in {*probe_cells(config), *transfer_cells(config), *sweep_cells(config)}:
+    for cell in {*probe_cells(config), *transfer_cells(config), *sweep_cells(config), *ksparse_cells(config),
+                 *baseline_cells(config)}:
         for field, pattern in patterns.items():
             value = str(getattr(cell, field))
             if not pattern.fullmatch(value):

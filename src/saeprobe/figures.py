@@ -69,12 +69,16 @@ def make(name: str, tables: dict[str, pl.DataFrame]) -> Figure:
     makers: dict[str, tuple[str, Callable[[pl.DataFrame], Figure]]] = {
         "f1_by_layer": ("grid", f1_by_layer), "f1_by_width": ("grid", f1_by_width),
         "pooling_binarize": ("grid", pooling_binarize), "data_size": ("sweep", data_size),
-        "behaviour": ("behaviour", behaviour_bars),
+        "behaviour": ("behaviour", behaviour_bars), "ksparse": ("ksparse", ksparse_curves),
+        "binarize_vs_ksparse": ("binarize_vs_ksparse", binarize_vs_ksparse),
     }
     if name not in makers:
         raise KeyError(f"unknown figure {name!r} (known: {', '.join(makers)}, transfer_<dataset>)")
     table, fn = makers[name]
-    return fn(tables[table])
+    df = tables[table]
+    if table == "grid" and "probe" in df.columns:  # the grid figures show the linear probes; baselines: best.*, summary
+        df = df.filter(pl.col("probe") == "logreg")
+    return fn(df)
 
 
 def save(fig: Figure, stem: str | Path) -> tuple[Path, Path]:
@@ -199,6 +203,28 @@ def _legend_below(fig: Figure, axes: list[Any]) -> None:
                    ncols=min(4, len(seen)), frameon=False)
 
 
+def _yerr(df: pl.DataFrame, column: str = "test_macro_f1") -> np.ndarray | None:
+    """(2, n) error-bar lengths from the ``<column>_lo`` / ``_hi`` interval columns (None without them)."""
+    lo, hi = f"{column}_lo", f"{column}_hi"
+    if lo not in df.columns or hi not in df.columns or df[lo].is_null().all():
+        return None
+    value = df[column].to_numpy().astype(float)
+    err = np.vstack([value - df[lo].fill_null(np.nan).to_numpy(), df[hi].fill_null(np.nan).to_numpy() - value])
+    return np.clip(err, 0, None)  # a point outside its interval (e.g. edited tables) draws a one-sided bar
+
+
+def _errorbars(ax: Any, x: Any, df: pl.DataFrame, color: Any) -> None:
+    """Unlabelled bootstrap-interval bars of ``df``'s test macro F1 at ``x`` (nothing without interval columns)."""
+    yerr = _yerr(df)
+    if yerr is not None:
+        ax.errorbar(x, df["test_macro_f1"], yerr=yerr, fmt="none", ecolor=color, capsize=2.5, elinewidth=0.9, alpha=0.8)
+
+
+def _interval_values(df: pl.DataFrame, column: str = "test_macro_f1") -> list[float]:
+    """The interval ends of ``df`` (for fitting a panel's y limits), empty without interval columns."""
+    return [v for c in (f"{column}_lo", f"{column}_hi") if c in df.columns for v in df[c].drop_nulls().to_list()]
+
+
 def _family_rank() -> pl.Expr:
     """Sort key: SAE, hidden states, TF-IDF, anything else."""
     return pl.col("family").replace_strict({"sae": 0, "hidden": 1, "tfidf": 2}, default=3, return_dtype=pl.Int8)
@@ -233,6 +259,8 @@ def f1_by_layer(grid: pl.DataFrame) -> Figure:
             ax.plot(line["layer"], line["test_macro_f1"], marker="o" if family == "sae" else "s",
                     linestyle="-" if family == "sae" else "--", color=colors[model],
                     label=f"{model} · {FAMILY_LABEL[family]}")
+            _errorbars(ax, line["layer"], line, colors[model])
+            values += _interval_values(line)
         tfidf = grid.filter((pl.col("dataset") == ds) & (pl.col("family") == "tfidf"))["test_macro_f1"].drop_nulls()
         if len(tfidf):
             ax.axhline(tfidf[0], color="0.45", linestyle=":", linewidth=1.2, label="TF-IDF baseline")
@@ -491,5 +519,81 @@ def behaviour_bars(behaviour: pl.DataFrame) -> Figure:
     ax.grid(axis="y", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(2, len(labels)), frameon=False)
+    _suptitle(fig, title)
+    return fig
+
+
+# --------------------------------------------------------------------------- k-sparse probing
+
+
+def _cv_best_at(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    """Per group of ``keys``, the row with the highest CV macro F1 (ties: the earlier row)."""
+    return df.sort("cv_macro_f1", descending=True, nulls_last=True, maintain_order=True).group_by(
+        list(keys), maintain_order=True).first()
+
+
+@_styled
+def ksparse_curves(ksparse: pl.DataFrame) -> Figure:
+    """Test macro F1 against k (log x) of the CV-best SAE and hidden-state k-sparse probe at each k.
+
+    One panel per (dataset, ranking); one line per model and family (SAE solid, hidden dashed),
+    with the test macro F1's bootstrap interval as error bars. Input: ``ksparse.parquet``
+    (:data:`saeprobe.ksparse_tables.KSPARSE_SCHEMA`).
+    """
+    title = "k-sparse probes: test macro F1 against k (CV-best configuration at each k; bars: 95% bootstrap interval)"
+    if ksparse.is_empty():
+        return _empty(title, "ksparse.parquet has no rows")
+    best = _cv_best_at(ksparse, ["dataset", "ranking", "model", "family", "k"]).sort(
+        ["dataset", "ranking", "model", _family_rank(), "k"])
+    panels = best.select("dataset", "ranking").unique(maintain_order=True).rows()
+    colors = _color_map(sorted(best["model"].unique().to_list()))
+    fig, axes = _figure(len(panels))
+    for ax, (ds, ranking) in zip(axes, panels, strict=True):
+        sub = best.filter((pl.col("dataset") == ds) & (pl.col("ranking") == ranking))
+        for (model, family), line in sub.group_by(["model", "family"], maintain_order=True):
+            ax.plot(line["k"], line["test_macro_f1"], marker="o" if family == "sae" else "s", markersize=3.5,
+                    linestyle="-" if family == "sae" else "--", color=colors[model], label=f"{model} · {FAMILY_LABEL[family]}")
+            _errorbars(ax, line["k"], line, colors[model])
+        ax.set_xscale("log")
+        _f1_panel(ax, f"{ds} · {ranking}", "k (features kept, log scale)", _interval_values(sub) + sub["test_macro_f1"].to_list())
+    _legend_below(fig, axes)
+    _suptitle(fig, title)
+    return fig
+
+
+@_styled
+def binarize_vs_ksparse(versus: pl.DataFrame) -> Figure:
+    """Binarized all-feature SAE probe (line and band: test macro F1 and its bootstrap interval) against
+    k-sparse probes on the raw features of the same store and pooling (one line per ranking).
+
+    One panel per (dataset, model): the binarized probe with the highest CV macro F1 there.
+    Input: ``binarize_vs_ksparse.parquet`` (:func:`saeprobe.ksparse_tables.binarize_vs_ksparse`).
+    """
+    title = "Binarization against feature selection: binarized all-feature probe (band) vs k-sparse probes on raw features"
+    if versus.is_empty():
+        return _empty(title, "binarize_vs_ksparse.parquet has no rows")
+    keys = ["dataset", "model", "source", "layer", "pooling", "threshold"]
+    cells = (versus.sort("binarized_cv_macro_f1", descending=True, nulls_last=True, maintain_order=True)
+             .select([*keys, "binarized_cv_macro_f1"]).group_by(["dataset", "model"], maintain_order=True).first()
+             .sort(["dataset", "model"]))
+    fig, axes = _figure(cells.height)
+    for ax, cell in zip(axes, cells.iter_rows(named=True), strict=True):
+        sub = versus.filter(pl.all_horizontal(pl.col(c) == cell[c] for c in keys))
+        rankings = sub["ranking"].unique(maintain_order=True).to_list()
+        colors = _color_map(rankings)
+        for ranking in rankings:
+            line = sub.filter(pl.col("ranking") == ranking).sort("k")
+            ax.plot(line["k"], line["ksparse_test_macro_f1"], marker="o", markersize=3.5, color=colors[ranking],
+                    label=f"k-sparse on raw features ({ranking})")
+        b = sub.row(0, named=True)
+        ax.axhline(b["binarized_test_macro_f1"], color="0.2", linewidth=1.3, label="binarized, all features")
+        values = sub["ksparse_test_macro_f1"].to_list() + [b["binarized_test_macro_f1"]]
+        if b["binarized_test_macro_f1_lo"] is not None:
+            ax.axhspan(b["binarized_test_macro_f1_lo"], b["binarized_test_macro_f1_hi"], color="0.5", alpha=0.18, linewidth=0)
+            values += [b["binarized_test_macro_f1_lo"], b["binarized_test_macro_f1_hi"]]
+        ax.set_xscale("log")
+        _f1_panel(ax, f"{cell['dataset']} · {cell['source']} L{cell['layer']} {cell['pooling']} > {cell['threshold']:g}",
+                  "k (features kept, log scale)", values)
+    _legend_below(fig, axes)
     _suptitle(fig, title)
     return fig

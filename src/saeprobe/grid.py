@@ -174,6 +174,27 @@ def sweep_cells(config: dict[str, Any]) -> list[ProbeCell]:
             for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
 
 
+def ksparse_cells(config: dict[str, Any]) -> list[ProbeCell]:
+    """The cells whose features the k-sparse stage ranks (one ranking and every k per cell)."""
+    spec = config["ksparse"]
+    return [c for d in spec["datasets"]
+            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
+
+
+def baseline_cells(config: dict[str, Any]) -> list[ProbeCell]:
+    """The cells the strong baselines are fitted on: hidden states if ``methods``, SAE features if ``sae_methods``."""
+    spec = config["baselines"]
+    cells = [c for d in spec["datasets"]
+             for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
+    return [c for c in cells if baseline_methods(config, c.source)]
+
+
+def baseline_methods(config: dict[str, Any], source: str) -> list[str]:
+    """The baselines fitted on features of ``source`` (``hidden`` or an SAE name)."""
+    spec = config["baselines"]
+    return list(spec["methods"] if source == HIDDEN else spec["sae_methods"])
+
+
 def sweep_tfidf_datasets(config: dict[str, Any]) -> list[str]:
     """Text datasets of the sweep that also get a TF-IDF data-size curve (``sweep.tfidf``)."""
     spec = config["sweep"]
@@ -194,7 +215,7 @@ def unit_of(wildcards: Any) -> Unit:
 
 
 # Stages whose jobs are one unit each, and the cells each fits.
-STAGES = ("grid", "transfer", "sweep")
+STAGES = ("grid", "transfer", "sweep", "ksparse", "baselines")
 
 
 class Plan:
@@ -206,7 +227,8 @@ class Plan:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
-        self.stage_cells = {"grid": probe_cells(config), "transfer": transfer_cells(config), "sweep": sweep_cells(config)}
+        self.stage_cells = {"grid": probe_cells(config), "transfer": transfer_cells(config), "sweep": sweep_cells(config),
+                            "ksparse": ksparse_cells(config), "baselines": baseline_cells(config)}
         self.units = {stage: by_unit(cells) for stage, cells in self.stage_cells.items()}
 
     def cells(self, stage: str, unit: Unit) -> list[ProbeCell]:
@@ -240,6 +262,19 @@ class Plan:
         return self.folders("grid", layout.PROBES, datasets) + [layout.path(layout.TFIDF, dataset=d) for d in tfidf]
 
     @cached_property
+    def tfidf_predictions(self) -> list[str]:
+        """The per-document predictions files of the grid's TF-IDF baselines."""
+        return [layout.path(layout.TFIDF_PREDICTIONS, dataset=d) for d in tfidf_datasets(self.config)]
+
+    @cached_property
+    def ksparse_inputs(self) -> list[str]:
+        return self.folders("ksparse", layout.KSPARSE)
+
+    @cached_property
+    def baseline_inputs(self) -> list[str]:
+        return self.folders("baselines", layout.BASELINES)
+
+    @cached_property
     def transfer_inputs(self) -> list[str]:
         return self.folders("transfer", layout.TRANSFER)
 
@@ -247,6 +282,11 @@ class Plan:
     def sweep_inputs(self) -> list[str]:
         return self.folders("sweep", layout.SWEEP) + [
             layout.path(layout.SWEEP_TFIDF, dataset=d) for d in sweep_tfidf_datasets(self.config)]
+
+    def summary_inputs(self, wildcards: Any = None) -> dict[str, str]:
+        """The tables the summary reads (k-sparse ones only when the run has a k-sparse stage)."""
+        names = ["grid", "comparisons"] + (["ksparse", "ksparse_comparisons"] if self.ksparse_inputs else [])
+        return {name: layout.path(layout.TABLE, name=name, ext="parquet") for name in names}
 
     @cached_property
     def figures(self) -> dict[str, str]:
@@ -280,19 +320,22 @@ class Plan:
     @cached_property
     def report_pages(self) -> dict[str, str]:
         """Result tables shown as HTML pages in the Snakemake report: page name -> its parquet table."""
-        names = ["best"] + (["behaviour"] if self.config["behaviour"] else []) + (
+        names = ["summary", "best"] + (["behaviour"] if self.config["behaviour"] else []) + (
             ["transfer"] if self.stage_cells["transfer"] else [])
         return {name: layout.path(layout.TABLE, name=name, ext="parquet") for name in names}
 
     @cached_property
     def report_downloads(self) -> dict[str, str]:
         """CSV tables offered as downloads in the report."""
-        names = ["grid"] + (["sweep"] if self.sweep_inputs else [])
+        names = ["grid", "comparisons"] + (["ksparse"] if self.ksparse_inputs else []) + (
+            ["sweep"] if self.sweep_inputs else [])
         return {name: layout.path(layout.TABLE, name=name, ext="csv") for name in names}
 
     def final_output(self) -> list[str]:
         """Every file ``rule all`` builds (the one place that decides the run's targets)."""
-        out = layout.tables("grid") + layout.tables("best")
+        out = [f for name in ("grid", "best", "best_on_test", "comparisons", "summary") for f in layout.tables(name)]
+        if self.ksparse_inputs:
+            out += [f for name in ("ksparse", "ksparse_comparisons", "binarize_vs_ksparse") for f in layout.tables(name)]
         if self.transfer_inputs:
             out += layout.tables("transfer")
         if self.sweep_inputs:
@@ -307,7 +350,7 @@ class Plan:
 
 
 # The table each figure is drawn from.
-FIGURE_TABLES = ("grid", "transfer", "sweep", "behaviour")
+FIGURE_TABLES = ("grid", "transfer", "sweep", "behaviour", "ksparse", "binarize_vs_ksparse")
 
 
 def figure_plan(config: dict[str, Any], plan: Plan | None = None) -> dict[str, str]:
@@ -317,7 +360,8 @@ def figure_plan(config: dict[str, Any], plan: Plan | None = None) -> dict[str, s
     - ``f1_by_width``, ``pooling_binarize`` (grid): when the grid has SAE probes;
     - ``transfer_<dataset>`` (transfer): per ``transfer.datasets`` entry that has feature cells;
     - ``data_size`` (sweep): when the sweep has anything to run;
-    - ``behaviour`` (behaviour): when ``behaviour`` has entries.
+    - ``behaviour`` (behaviour): when ``behaviour`` has entries;
+    - ``ksparse`` (ksparse), ``binarize_vs_ksparse`` (binarize_vs_ksparse): when the k-sparse stage has cells.
     """
     plan = plan or Plan(config)
     figures: dict[str, str] = {}
@@ -335,6 +379,9 @@ def figure_plan(config: dict[str, Any], plan: Plan | None = None) -> dict[str, s
         figures["data_size"] = "sweep"
     if config["behaviour"]:
         figures["behaviour"] = "behaviour"
+    if plan.stage_cells["ksparse"]:
+        figures["ksparse"] = "ksparse"
+        figures["binarize_vs_ksparse"] = "binarize_vs_ksparse"
     return figures
 
 

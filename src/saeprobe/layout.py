@@ -23,6 +23,7 @@ UNIT = "{model}/{dataset}/{source}/layer_{layer}"
 
 # --- inputs prepared by the workflow
 DATA = "results/data/{dataset}.parquet"  # prepared dataset: doc_id, text/image, label, split (docs/DESIGN.md §4)
+SPLITS = "results/data/{dataset}.splits.parquet"  # doc_id + one re-drawn split column per probe.split_seeds entry
 BEHAVIOUR = "results/behaviour/{name}.parquet"  # a behaviour entry scored by its model (a dataset)
 MODEL = "results/models/{model}"  # folder of a randomly initialised model
 TOKENS = "results/tokens/{model}/{dataset}.parquet"
@@ -37,9 +38,12 @@ POOLED = f"results/pooled/{UNIT}"  # {pooling}.npz
 PROBES = f"results/probes/{UNIT}"  # {pooling}__{binarize}.json + .coef.npz
 TRANSFER = f"results/transfer/{UNIT}"  # {pooling}__{binarize}.parquet
 SWEEP = f"results/sweeps/{UNIT}"  # {pooling}__{binarize}.parquet
+KSPARSE = f"results/ksparse/{UNIT}"  # {pooling}__{binarize}.{ranking}.json + .{ranking}.predictions.npz
+BASELINES = f"results/baselines/{UNIT}"  # {pooling}__{binarize}.{method}.json + .{method}.predictions.npz
 
 # --- baselines without a feature store
 TFIDF = "results/probes/tfidf/{dataset}.json"
+TFIDF_PREDICTIONS = "results/probes/tfidf/{dataset}.predictions.npz"
 SWEEP_TFIDF = "results/sweeps/tfidf/{dataset}.parquet"
 
 # --- what a run hands back
@@ -67,9 +71,24 @@ def path(pattern: str, **values: Any) -> str:
 
 
 def cell_file(folder: str, pooling: str, binarize: str | None = None, ext: str = "npz") -> str:
-    """The file of one cell inside a unit folder: ``<folder>/<pooling>[__<binarize>].<ext>``."""
+    """The file of one cell inside a unit folder: ``<folder>/<pooling>[__<binarize>].<ext>``.
+
+    ``ext`` may name a probe of the cell too, e.g. ``predictions.npz`` or ``knn.json``.
+    """
     stem = pooling if binarize is None else f"{pooling}__{binarize}"
     return f"{folder}/{stem}.{ext}"
+
+
+def predictions_of(result: str | PurePath) -> str:
+    """The per-document predictions file stored beside a probe result JSON (``X.json`` -> ``X.predictions.npz``).
+
+    Raises:
+        ValueError: ``result`` is not a ``.json`` path.
+    """
+    result = str(result)
+    if not result.endswith(".json"):
+        raise ValueError(f"not a probe result file (.json): {result}")
+    return result.removesuffix(".json") + ".predictions.npz"
 
 
 def unit_path(pattern: str, cell: Any) -> str:
@@ -93,7 +112,7 @@ def benchmark(rule: str, job: str = "") -> str:
 
 
 # Outputs that are folders (Snakemake directory()): a damaged file inside one is rebuilt by rerunning the folder.
-FOLDER_OUTPUTS = (MODEL, ACTIVATIONS, SAE, CODES, POOLED, PROBES, TRANSFER, SWEEP)
+FOLDER_OUTPUTS = (MODEL, ACTIVATIONS, SAE, CODES, POOLED, PROBES, TRANSFER, SWEEP, KSPARSE, BASELINES)
 
 
 def _regex(pattern: str) -> re.Pattern[str]:

@@ -159,11 +159,18 @@ def score(model: Pipeline, x: Any, y: np.ndarray, mask: np.ndarray, n_classes: i
         accuracy, auroc (one-vs-rest over the classes present; None with fewer than two),
         confusion (n_classes x n_classes).
     """
+    return _metrics(y[mask], *predict(model, x, mask, n_classes), n_classes)
+
+
+def predict(model: Pipeline, x: Any, mask: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted classes (n,) int and probabilities (n, ``n_classes``) float of a fitted pipeline on the rows ``mask``.
+
+    Columns of classes the probe never saw in train get probability 0.
+    """
     x = as_features(x)[mask]
-    lr: LogisticRegressionCV = model.named_steps["logreg"]
     proba = np.zeros((int(mask.sum()), n_classes))
-    proba[:, lr.classes_] = model.predict_proba(x)
-    return _metrics(y[mask], model.predict(x), proba, n_classes)
+    proba[:, model.classes_] = model.predict_proba(x)
+    return np.asarray(model.predict(x)), proba
 
 
 def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_folds: int = 5, max_iter: int = 500,
@@ -179,7 +186,9 @@ def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_f
             tol 1e-3 stops lbfgs and newton-cg early at large C (the CV scores of C=1 and C=10
             came out identical and the selected C changed); 1e-4 matches tol 1e-6 within 0.001.
     Returns:
-        (result dict, coefficients (n_classes or 1, n_features) in the scaled feature space, intercept)
+        (result dict, coefficients (n_classes or 1, n_features) in the scaled feature space, intercept).
+        The result's ``predictions`` holds {split: (pred, proba)} (:func:`predict`) of the scored
+        splits, numpy arrays to store beside the result (:func:`saeprobe.predictions.finish`).
     Raises:
         DataError: no train or no test rows, or fewer than two classes in train.
     """
@@ -190,9 +199,12 @@ def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_f
     x = as_features(x)
     model, result = fit_cv(x, y, train, Cs=Cs, cv_folds=cv_folds, max_iter=max_iter, class_weight=class_weight,
                            tol=tol, seed=seed, n_jobs=n_jobs, solver=solver)
+    result["predictions"] = {}
     for name, mask in (("validation", split == "validation"), ("test", test)):
         if mask.any():
-            result[name] = score(model, x, y, mask, n_classes)
+            pred, proba = predict(model, x, mask, n_classes)
+            result[name] = _metrics(y[mask], pred, proba, n_classes)
+            result["predictions"][name] = (pred, proba)
     lr: LogisticRegressionCV = model.named_steps["logreg"]
     return result, np.asarray(lr.coef_), np.asarray(lr.intercept_)
 

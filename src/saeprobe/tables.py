@@ -1,16 +1,19 @@
 """Aggregation of probe results into the run's tables (polars).
 
 - ``grid``: one row per probe (model × dataset × feature source × layer × pooling ×
-  binarization, plus TF-IDF per dataset) with CV and test scores.
-- ``best``: per dataset and model, the best SAE configuration and the best hidden-state
-  configuration, and per dataset the TF-IDF baseline — the best chosen on the **CV** macro F1
-  (train split), never on test; the test macro F1 of the chosen configuration is reported.
-  The same selection made on the test score (MOSAIC's procedure) is listed beside it, marked
-  ``selected_on = test``, so the optimism of test-set selection is visible.
+  binarization × probe kind, plus TF-IDF per dataset) with CV and test scores, the test
+  scores' bootstrap intervals, the majority-class and chance scores of the test split, and a
+  ``flag`` on degenerate rows.
+- ``best``: per dataset, model, family and probe kind the best configuration chosen on the
+  **CV** macro F1 (train split), never on test; the test macro F1 of the chosen configuration
+  is reported, with the paired comparisons of :mod:`saeprobe.comparisons`.
+- ``best_on_test``: the same selection made on the test score (MOSAIC's procedure), in its own
+  table, so the optimism of test-set selection is visible and never read first.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,64 +21,125 @@ from typing import Any
 import polars as pl
 
 from saeprobe import layout
-from saeprobe.grid import HIDDEN
+from saeprobe.grid import HIDDEN, parse_binarize
 from saeprobe.io import atomic_path, folder_files, read_json
 
-GRID_COLUMNS = [
-    "dataset", "model", "family", "source", "layer", "pooling", "binarize", "C", "cv_macro_f1", "cv_macro_f1_std",
-    "test_macro_f1", "test_accuracy", "test_auroc", "validation_macro_f1", "n_train", "n_test", "n_features",
-    "mean_active_features", "test_missing_classes",
-]
+GRID_SCHEMA: dict[str, Any] = {
+    "dataset": pl.String, "model": pl.String, "family": pl.String, "probe": pl.String, "source": pl.String,
+    "layer": pl.Int64, "pooling": pl.String, "binarize": pl.Float64, "C": pl.Float64, "params": pl.String,
+    "cv_macro_f1": pl.Float64, "cv_macro_f1_std": pl.Float64,
+    "test_macro_f1": pl.Float64, "test_macro_f1_lo": pl.Float64, "test_macro_f1_hi": pl.Float64,
+    "test_accuracy": pl.Float64, "test_accuracy_lo": pl.Float64, "test_accuracy_hi": pl.Float64,
+    "test_auroc": pl.Float64, "test_auroc_lo": pl.Float64, "test_auroc_hi": pl.Float64,
+    "majority_macro_f1": pl.Float64, "majority_accuracy": pl.Float64, "chance_macro_f1": pl.Float64,
+    "validation_macro_f1": pl.Float64, "n_train": pl.Int64, "n_test": pl.Int64, "n_features": pl.Int64,
+    "mean_active_features": pl.Float64, "predicted_classes": pl.Int64, "test_missing_classes": pl.Int64,
+    "flag": pl.String, "result": pl.String,
+}
+GRID_COLUMNS = list(GRID_SCHEMA)
+
+# A probe whose documents have fewer active features than this on average is flagged (its
+# features are degenerate: e.g. mean pooling binarized at > 1.0 leaves 0.09-1.25 per document).
+MIN_ACTIVE_FEATURES = 2.0
+PROBE_ORDER = {"logreg": 0, "pca_logreg": 1, "knn": 2, "hist_gradient_boosting": 3, "mlp": 4, "decision_tree": 5}
+FAMILY_ORDER = {"sae": 0, "hidden": 1, "tfidf": 2}
 
 
-def _row(result: dict[str, Any]) -> dict[str, Any]:
+def flags(family: str, mean_active: float | None, predicted_classes: int | None, test_f1: float | None,
+          majority_f1: float | None) -> str | None:
+    """Why a probe's row should not be read as a result, comma-separated, or None.
+
+    - ``few_active_features``: SAE features with fewer than :data:`MIN_ACTIVE_FEATURES` active
+      per train document on average;
+    - ``one_class_predicted``: the probe predicts a single class on the test split;
+    - ``at_or_below_majority``: its test macro F1 is not above the majority-class predictor's.
+    """
+    out = []
+    if family == "sae" and mean_active is not None and mean_active < MIN_ACTIVE_FEATURES:
+        out.append("few_active_features")
+    if predicted_classes == 1:
+        out.append("one_class_predicted")
+    if test_f1 is not None and majority_f1 is not None and test_f1 <= majority_f1:
+        out.append("at_or_below_majority")
+    return ",".join(out) or None
+
+
+def _ci(scores: dict[str, Any], metric: str) -> tuple[float | None, float | None]:
+    ci = scores.get(f"{metric}_ci")
+    return (ci[0], ci[1]) if ci else (None, None)
+
+
+def _row(result: dict[str, Any], path: str) -> dict[str, Any]:
     test, val = result.get("test", {}), result.get("validation") or {}
     source = result["source"]
     family = "tfidf" if source == "tfidf" else "hidden" if source == HIDDEN else "sae"
-    return {
-        "dataset": result["dataset"], "model": result.get("model"), "family": family, "source": source,
-        "layer": result.get("layer"), "pooling": result.get("pooling"), "binarize": result.get("binarize"),
-        "C": result["C"], "cv_macro_f1": result["cv_macro_f1"], "cv_macro_f1_std": result["cv_macro_f1_std"],
-        "test_macro_f1": test.get("macro_f1"), "test_accuracy": test.get("accuracy"), "test_auroc": test.get("auroc"),
+    binarize = result.get("binarize")
+    row = {
+        "dataset": result["dataset"], "model": result.get("model"), "family": family,
+        "probe": result.get("baseline") or "logreg", "source": source, "layer": result.get("layer"),
+        "pooling": result.get("pooling"), "binarize": None if binarize in (None, "raw") else parse_binarize(binarize),
+        "C": result.get("C"), "params": json.dumps(result["params"], sort_keys=True) if result.get("params") else None,
+        "cv_macro_f1": result["cv_macro_f1"], "cv_macro_f1_std": result["cv_macro_f1_std"],
+        "majority_macro_f1": test.get("majority_macro_f1"), "majority_accuracy": test.get("majority_accuracy"),
+        "chance_macro_f1": test.get("chance_macro_f1"),
         "validation_macro_f1": val.get("macro_f1"), "n_train": result["n_train"], "n_test": test.get("n"),
         "n_features": result["n_features"], "mean_active_features": result.get("mean_active_features"),
+        "predicted_classes": test.get("predicted_classes"),
         # Classes of the dataset absent from its test split (each scores 0 in the macro F1).
         "test_missing_classes": len(test.get("missing_classes", [])),
+        "result": str(path),
     }
+    for metric in ("macro_f1", "accuracy", "auroc"):
+        row[f"test_{metric}"] = test.get(metric)
+        row[f"test_{metric}_lo"], row[f"test_{metric}_hi"] = _ci(test, metric)
+    row["flag"] = flags(family, row["mean_active_features"], row["predicted_classes"], row["test_macro_f1"],
+                        row["majority_macro_f1"])
+    return row
 
 
 def grid(paths: Iterable[str | Path]) -> pl.DataFrame:
-    """All probe results as one frame (schema: :data:`GRID_COLUMNS`).
+    """All probe results as one frame (schema: :data:`GRID_SCHEMA`).
+
+    One row per probe: the linear probes of the grid (``probe = logreg``), the TF-IDF baseline,
+    and the strong baselines (``probe`` = the baseline's name, ``params`` its CV-chosen
+    hyper-parameters as JSON). ``binarize`` is the threshold as the config writes it (null = not
+    binarized); ``*_lo``/``*_hi`` the bootstrap interval (:mod:`saeprobe.predictions`);
+    ``majority_*``/``chance_*`` what the majority-class and uniform-guessing predictors score on
+    the same test split; ``flag`` see :func:`flags`; ``result`` the result JSON (its predictions
+    file: :func:`saeprobe.layout.predictions_of`).
 
     Args:
-        paths: result JSON files, or probe unit folders (:data:`saeprobe.layout.PROBES`), whose
-            ``*.json`` cell results are read.
+        paths: result JSON files, or unit folders (:data:`saeprobe.layout.PROBES`,
+            :data:`~saeprobe.layout.BASELINES`), whose ``*.json`` cell results are read.
     """
-    rows = [_row(read_json(p)) for p in folder_files(paths, "json")]
-    schema = {
-        "dataset": pl.String, "model": pl.String, "family": pl.String, "source": pl.String, "layer": pl.Int64,
-        "pooling": pl.String, "binarize": pl.String, "C": pl.Float64, "cv_macro_f1": pl.Float64,
-        "cv_macro_f1_std": pl.Float64, "test_macro_f1": pl.Float64, "test_accuracy": pl.Float64,
-        "test_auroc": pl.Float64, "validation_macro_f1": pl.Float64, "n_train": pl.Int64, "n_test": pl.Int64,
-        "n_features": pl.Int64, "mean_active_features": pl.Float64, "test_missing_classes": pl.Int64,
-    }
-    df = pl.DataFrame(rows, schema=schema, orient="row")
-    return df.sort(["dataset", "family", "model", "source", "layer", "pooling", "binarize"], nulls_last=True)
+    rows = [_row(read_json(p), str(p)) for p in folder_files(paths, "json")]
+    df = pl.DataFrame([{k: r.get(k) for k in GRID_SCHEMA} for r in rows], schema=GRID_SCHEMA, orient="row")
+    return df.sort(["dataset", _rank("family", FAMILY_ORDER), "model", "source", "layer", "pooling", "binarize",
+                    _rank("probe", PROBE_ORDER)], nulls_last=True, maintain_order=True)
+
+
+def _rank(column: str, order: dict[str, int]) -> pl.Expr:
+    return pl.col(column).replace_strict(order, default=len(order), return_dtype=pl.Int8)
 
 
 SELECTIONS = {"cv": "cv_macro_f1", "test": "test_macro_f1"}
+BEST_COLUMNS = [
+    "dataset", "family", "probe", "model", "source", "layer", "pooling", "binarize", "cv_macro_f1", "test_macro_f1",
+    "test_macro_f1_lo", "test_macro_f1_hi", "test_accuracy", "test_auroc", "majority_macro_f1", "C", "params", "flag",
+    "result",
+]
 
 
 def best(grid_df: pl.DataFrame, selected_on: str = "cv") -> pl.DataFrame:
-    """Best configuration per (dataset, model, family); ties → fewer features, then the earlier row.
+    """Best configuration per (dataset, model, family, probe); ties → fewer features, then the earlier row.
 
     Args:
         selected_on: ``cv`` (saeprobe's method: the CV macro F1 on the train split) or ``test``
             (MOSAIC's: the test macro F1 itself, which overstates what a user would get —
-            reproduced only to compare with the paper's numbers).
+            reproduced only to compare with the paper's numbers; written to its own table).
     Returns:
-        One row per (dataset, model, family) with a ``selected_on`` column; ``test_macro_f1`` is
-        the chosen configuration's test score either way.
+        One row per (dataset, model, family, probe) with a ``selected_on`` column;
+        ``test_macro_f1`` is the chosen configuration's test score either way.
     Raises:
         ValueError: unknown ``selected_on``.
     """
@@ -83,17 +147,10 @@ def best(grid_df: pl.DataFrame, selected_on: str = "cv") -> pl.DataFrame:
         raise ValueError(f"selected_on must be one of {sorted(SELECTIONS)}, got {selected_on!r}")
     ranked = grid_df.sort([SELECTIONS[selected_on], "n_features"], descending=[True, False], nulls_last=True,
                           maintain_order=True)
-    picked = ranked.group_by(["dataset", "model", "family"], maintain_order=True).first()
-    order = pl.col("family").replace_strict({"sae": 0, "hidden": 1, "tfidf": 2}, return_dtype=pl.Int8)
-    return picked.sort(["dataset", order, "model"], nulls_last=True, maintain_order=True).select(
-        "dataset", "family", "model", "source", "layer", "pooling", "binarize", "cv_macro_f1", "test_macro_f1",
-        "test_accuracy", "test_auroc", "C", pl.lit(selected_on).alias("selected_on"),
-    )
-
-
-def best_both(grid_df: pl.DataFrame) -> pl.DataFrame:
-    """:func:`best` selected on CV (saeprobe) and on test (MOSAIC), side by side, CV rows first."""
-    return pl.concat([best(grid_df, "cv"), best(grid_df, "test")])
+    picked = ranked.group_by(["dataset", "model", "family", "probe"], maintain_order=True).first()
+    return picked.sort(["dataset", _rank("family", FAMILY_ORDER), _rank("probe", PROBE_ORDER), "model"],
+                       nulls_last=True, maintain_order=True).select(
+        *BEST_COLUMNS, pl.lit(selected_on).alias("selected_on"))
 
 
 def markdown(df: pl.DataFrame, float_precision: int = 3) -> str:

@@ -56,7 +56,7 @@ CONTEXT_DTYPE = pl.Struct({"doc_id": pl.Int64, "position": pl.Int64, "activation
                            "label": pl.String, "split": pl.String, "text": pl.String})
 SCHEMA = {
     "dataset": pl.String, "model": pl.String, "source": pl.String, "layer": pl.Int64, "pooling": pl.String,
-    "binarize": pl.String, "cv_macro_f1": pl.Float64, "test_macro_f1": pl.Float64, "class_index": pl.Int64,
+    "binarize": pl.Float64, "cv_macro_f1": pl.Float64, "test_macro_f1": pl.Float64, "class_index": pl.Int64,
     "class_name": pl.String, "rank": pl.Int64, "feature": pl.Int64, "weight": pl.Float64,
     "docs_active_in_class": pl.Float64, "docs_active_elsewhere": pl.Float64, "max_activation": pl.Float64,
     "neuronpedia": pl.String, "contexts": pl.List(CONTEXT_DTYPE),
@@ -67,7 +67,7 @@ SCHEMA = {
 
 
 def best_sae_probes(grid: pl.DataFrame, datasets: Sequence[str] | None = None) -> pl.DataFrame:
-    """One row per (dataset, SAE source): the SAE probe with the highest CV macro F1.
+    """One row per (dataset, SAE source): the SAE linear probe with the highest CV macro F1.
 
     Args:
         grid: ``grid.parquet`` (:data:`saeprobe.tables.GRID_COLUMNS`).
@@ -76,7 +76,7 @@ def best_sae_probes(grid: pl.DataFrame, datasets: Sequence[str] | None = None) -
         The chosen grid rows, in the grid's dataset/source order. Ties on CV: fewer features,
         then the earlier row. The test score is never used to choose.
     """
-    sae = grid.filter(pl.col("family") == "sae")
+    sae = grid.filter((pl.col("family") == "sae") & (pl.col("probe") == "logreg"))
     if datasets is not None:
         sae = sae.filter(pl.col("dataset").is_in(list(datasets)))
     ranked = sae.with_row_index("_row").sort(["cv_macro_f1", "n_features", "_row"], descending=[True, False, False],

@@ -9,6 +9,7 @@ rule fit_probe:
     params:
         cells=unit_cells("grid"),
         probe=config["probe"],
+        bootstrap=config["bootstrap"],
         seed=config["seed"],
     resources:
         mem_mb=4000,
@@ -27,10 +28,12 @@ rule fit_tfidf:
     input:
         sl.DATA,
     output:
-        sl.TFIDF,
+        result=sl.TFIDF,
+        predictions=sl.TFIDF_PREDICTIONS,
     params:
         tfidf=config["tfidf"],
         probe=config["probe"],
+        bootstrap=config["bootstrap"],
         seed=config["seed"],
     resources:
         runtime=60,
@@ -46,12 +49,16 @@ rule fit_tfidf:
 
 rule tables:
     input:
-        PLAN.probe_inputs(),
+        results=PLAN.probe_inputs() + PLAN.baseline_inputs,
+        # Read through each result's predictions_of() path (the unit folders hold their own).
+        tfidf_predictions=PLAN.tfidf_predictions,
     output:
-        sl.tables("grid") + sl.tables("best"),
+        sl.tables("grid") + sl.tables("best") + sl.tables("best_on_test") + sl.tables("comparisons"),
     params:
         # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
-        probes=PLAN.probe_inputs(),
+        probes=PLAN.probe_inputs() + PLAN.baseline_inputs,
+        bootstrap=config["bootstrap"],
+        seed=config["seed"],
     resources:
         runtime=15,
     conda:
@@ -62,3 +69,22 @@ rule tables:
         sl.benchmark("tables")
     script:
         "../scripts/tables.py"
+
+
+rule summary:
+    input:
+        unpack(PLAN.summary_inputs),
+    output:
+        sl.tables("summary"),
+    params:
+        level=config["bootstrap"]["level"],
+    resources:
+        runtime=15,
+    conda:
+        ENV
+    log:
+        sl.log("summary"),
+    benchmark:
+        sl.benchmark("summary")
+    script:
+        "../scripts/summary.py"

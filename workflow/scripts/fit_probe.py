@@ -1,5 +1,5 @@
 """Snakemake adapter: fit the linear probes of one feature store, C chosen by CV per cell (saeprobe.probes)."""
-from saeprobe import data
+from saeprobe import data, predictions
 from saeprobe.grid import parse_binarize
 from saeprobe.io import atomic_path, setup_logging, write_json
 from saeprobe.layout import cell_file
@@ -9,11 +9,13 @@ from saeprobe.probes import fit_probe, save_coef
 log = setup_logging(snakemake.log[0])
 w, p = snakemake.wildcards, snakemake.params
 frame, label_names = data.read(snakemake.input.data)
-y, split = frame["label"].to_numpy(), frame["split"].to_numpy()
+y, split, doc_id = frame["label"].to_numpy(), frame["split"].to_numpy(), frame["doc_id"].to_numpy()
 with atomic_path(snakemake.output[0], directory=True) as out:
     for pooling, binarize in p.cells:
         x = load_cell(snakemake.input.features, pooling, binarize, frame.height)
         result, coef, intercept = fit_probe(x, y, split, n_classes=len(label_names), seed=p.seed, **p.probe)
+        arrays = predictions.finish(result, y, split, doc_id, len(label_names), **p.bootstrap, seed=p.seed)
+        predictions.save(cell_file(str(out), pooling, binarize, "predictions.npz"), arrays)
         result.update(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=pooling,
                       binarize=binarize, threshold=parse_binarize(binarize), label_names=label_names, seed=p.seed)
         save_coef(cell_file(str(out), pooling, binarize, "coef.npz"), coef, intercept, label_names)
@@ -24,5 +26,7 @@ with atomic_path(snakemake.output[0], directory=True) as out:
                 log.warning("%s__%s: the %s split has no rows of classes %s: its macro F1 averages over all %d "
                             "classes, these count 0", pooling, binarize, split_name,
                             [label_names[i] for i in missing], len(label_names))
-        log.info("%s__%s: C=%g cv macro F1 %.3f; test macro F1 %.3f, accuracy %.3f", pooling, binarize, result["C"],
-                 result["cv_macro_f1"], result["test"]["macro_f1"], result["test"]["accuracy"])
+        test = result["test"]
+        log.info("%s__%s: C=%g cv macro F1 %.3f; test macro F1 %.3f [%.3f, %.3f], accuracy %.3f (majority class: "
+                 "macro F1 %.3f, accuracy %.3f)", pooling, binarize, result["C"], result["cv_macro_f1"], test["macro_f1"],
+                 *test["macro_f1_ci"], test["accuracy"], test["majority_macro_f1"], test["majority_accuracy"])

@@ -1,5 +1,5 @@
 """Snakemake adapter: TF-IDF bag-of-words baseline on the same splits (saeprobe.probes)."""
-from saeprobe import data
+from saeprobe import data, predictions
 from saeprobe.io import setup_logging, write_json
 from saeprobe.probes import fit_tfidf
 
@@ -10,5 +10,9 @@ result = fit_tfidf(frame["text"].to_list(), frame["label"].to_numpy(), frame["sp
                    n_classes=len(label_names), seed=snakemake.params.seed, **tfidf, **snakemake.params.probe)
 result.update(model=None, dataset=snakemake.wildcards.dataset, source="tfidf", layer=None, pooling=None,
               binarize=None, label_names=label_names, tfidf=tfidf, seed=snakemake.params.seed)
-write_json(snakemake.output[0], result)
+y, split, doc_id = frame["label"].to_numpy(), frame["split"].to_numpy(), frame["doc_id"].to_numpy()
+arrays = predictions.finish(result, y, split, doc_id, len(label_names), **snakemake.params.bootstrap,
+                            seed=snakemake.params.seed)
+predictions.save(snakemake.output.predictions, arrays)
+write_json(snakemake.output.result, result)
 log.info("TF-IDF: C=%g cv macro F1 %.3f; test macro F1 %.3f", result["C"], result["cv_macro_f1"], result["test"]["macro_f1"])

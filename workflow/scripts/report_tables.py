@@ -1,16 +1,20 @@
 """Snakemake adapter: result tables as HTML pages for the Snakemake report (saeprobe.report)."""
-import polars as pl
-
 from saeprobe.io import atomic_path, read_parquet, setup_logging
 from saeprobe.report import table_page
 
 log = setup_logging(snakemake.log[0])
 PAGES = {
-    "best": ("Best configuration per dataset, model and feature family",
-             "selected_on = cv: saeprobe's choice, the configuration with the highest CV macro F1 on the train split; "
-             "its test macro F1 is an honest estimate. selected_on = test: MOSAIC's procedure, the configuration with "
-             "the highest test macro F1 itself, shown for comparison with the paper; it overstates what a user would "
-             "get.", "dataset"),
+    "summary": ("Summary: which features classify best, with uncertainty",
+                "Per dataset and model, each family's and probe kind's configuration chosen on the CV macro F1 of the "
+                "train split, best test macro F1 first, with its bootstrap interval [lo, hi] over test documents. "
+                "sae_minus_this: the paired bootstrap difference of the CV-selected SAE linear probe against that row "
+                "(same resampled documents), a win or loss only when its interval excludes 0. flag: degenerate rows.",
+                "dataset"),
+    "best": ("Best configuration per dataset, model, feature family and probe",
+             "The configuration with the highest CV macro F1 on the train split; its test macro F1 (with its bootstrap "
+             "interval) is an honest estimate. vs_hidden_* / vs_tfidf_*: paired bootstrap difference of the SAE probe "
+             "against the best hidden-state probe of the same model and against TF-IDF. The same selection made on the "
+             "test score (MOSAIC's procedure, optimistic) is in best_on_test.*, not here.", "dataset"),
     "behaviour": ("Behaviour probes: predicting whether the scored model answered correctly",
                   "scorer_accuracy = the scored model's accuracy on the multiple-choice items (lowest mean option loss); "
                   "majority_rate = share of the more common correct/incorrect label (majority_rate_test: on the test "
@@ -21,8 +25,7 @@ PAGES = {
 }
 for name in snakemake.params.names:
     df = read_parquet(snakemake.input[name])
-    if "selected_on" in df.columns:  # best: which selection a row is, first
-        df = df.select("selected_on", pl.exclude("selected_on"))
+    df = df.drop([c for c in ("result", "selected_on") if c in df.columns])  # file paths; one selection per page
     title, note, group = PAGES[name]
     with atomic_path(snakemake.output[name]) as tmp:
         tmp.write_text(table_page(df, title, note, group_by=group))

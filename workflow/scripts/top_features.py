@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from saeprobe import top_features as tf
 from saeprobe import layout
-from saeprobe.grid import ProbeCell
+from saeprobe.grid import ProbeCell, binarize_name
 from saeprobe.data import LABEL_NAMES_KEY
 from saeprobe.errors import DataError
 from saeprobe.io import atomic_path, read_parquet, reading, setup_logging
@@ -34,7 +34,8 @@ def declared(kind, path):
 decoders = {}
 rows = []
 for probe in probes.iter_rows(named=True):
-    cell = ProbeCell(probe["model"], probe["dataset"], probe["source"], probe["layer"], probe["pooling"], probe["binarize"])
+    cell = ProbeCell(probe["model"], probe["dataset"], probe["source"], probe["layer"], probe["pooling"],
+                     binarize_name(probe["binarize"]))
     declared("probes", layout.unit_path(layout.PROBES, cell))
     coef_path = cell.file_in(layout.PROBES, "coef.npz")
     coef, _, label_names = load_coef(coef_path)
