@@ -125,3 +125,83 @@ def test_hub_split_null_draws_own_split(monkeypatch):
             "lang_column": "hub_split"}
     frame, _, _ = data.prepare(spec, "tox", seed=42)
     assert sorted(frame["lang"].unique().to_list()) == ["de", "en"] and set(frame["split"]) == {"train", "test"}
+
+
+def _templated_frame(n_groups: int = 60, per_group: int = 5, seed: int = 0) -> pl.DataFrame:
+    """``n_groups`` templates (integer ids in column ``tpl``) of ``per_group`` texts each, labels drawn per row."""
+    rng = np.random.default_rng(seed)
+    n = n_groups * per_group
+    return pl.DataFrame({"text": [f"template {i // per_group} filled {i}" for i in range(n)],
+                         "label": rng.choice(["a", "b", "c"], n).tolist(),
+                         "tpl": np.repeat(np.arange(n_groups), per_group)})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_grouped_split_keeps_each_group_in_one_split(tmp_path, seed):
+    spec = {"path": write_parquet(tmp_path, _templated_frame(seed=seed)), "split_column": None, "group_column": "tpl",
+            "test_fraction": 0.2, "validation_fraction": 0.1}
+    out, _, report = data.prepare(spec, "d", seed=seed)
+    assert out.schema["group"] == pl.String and out["group"].head(6).to_list() == ["0"] * 5 + ["1"]
+    per_group = out.group_by("group").agg(pl.col("split").n_unique())
+    assert (per_group["split"] == 1).all(), "a group is in more than one split"
+    share = out["split"].value_counts(normalize=True)
+    share = dict(zip(share["split"], share["proportion"], strict=True))
+    assert abs(share["test"] - 0.2) < 0.06 and abs(share["validation"] - 0.1) < 0.06
+    groups = report["groups"]
+    assert groups["column"] == "tpl" and groups["n_groups"] == 60 and groups["n_across_splits"] == 0
+    assert sum(groups["per_split"].values()) == 60 and min(groups["per_split"].values()) > 0
+    assert report["splits_from"] == "seeded stratified grouped split"
+    again, _, _ = data.prepare(spec, "d", seed=seed)
+    assert again.equals(out)
+
+
+def test_grouped_splits_differ_by_seed_and_from_row_splits(tmp_path):
+    path = write_parquet(tmp_path, _templated_frame())
+    spec = {"path": path, "split_column": None, "group_column": "tpl"}
+    a, _, _ = data.prepare(spec, "d", seed=0)
+    b, _, _ = data.prepare(spec, "d", seed=1)
+    assert a["split"].to_list() != b["split"].to_list()
+    rows, _, _ = data.prepare({"path": path, "split_column": None}, "d", seed=0)
+    assert "group" not in rows.columns
+    assert (rows.with_columns(a["group"]).group_by("group").agg(pl.col("split").n_unique())["split"] > 1).any()
+
+
+def test_no_group_column_leaves_the_prepared_frame_as_it_was(tmp_path):
+    path = write_parquet(tmp_path, _templated_frame())
+    out, _, report = data.prepare({"path": path, "split_column": None}, "d", seed=0)
+    assert out.columns == ["doc_id", "text", "label", "label_name", "split", "lang", "source_row"]
+    assert "groups" not in report and report["splits_from"] == "seeded stratified split"
+    assert data.prepare({"path": path, "split_column": None, "group_column": None}, "d", seed=0)[0].equals(out)
+
+
+def test_null_or_missing_group_column_is_an_error(tmp_path):
+    frame = _templated_frame(n_groups=10).with_columns(
+        pl.when(pl.int_range(pl.len()).is_in([2, 7])).then(None).otherwise(pl.col("tpl")).alias("tpl"))
+    path = write_parquet(tmp_path, frame)
+    with pytest.raises(DataError, match=r"column 'tpl' \(group_column\) has 2 missing groups .* rows \[2, 7\]") as err:
+        data.prepare({"path": path, "split_column": None, "group_column": "tpl"}, "d", seed=0)
+    assert path in str(err.value)
+    with pytest.raises(DataError, match=r"no group column 'template'.*datasets\.d\.group_column"):
+        data.prepare({"path": path, "split_column": None, "group_column": "template"}, "d", seed=0)
+
+
+def test_too_few_groups_for_a_split_is_an_error(tmp_path):
+    path = write_parquet(tmp_path, _templated_frame(n_groups=4, per_group=10))
+    with pytest.raises(DataError, match=r"grouped test split .* hold 4 group\(s\), fewer than 5"):
+        data.prepare({"path": path, "split_column": None, "group_column": "tpl", "test_fraction": 0.2}, "d", seed=0)
+    # 0.5 of 4 groups leaves 2 in train: enough.
+    out, _, report = data.prepare({"path": path, "split_column": None, "group_column": "tpl", "test_fraction": 0.5},
+                                  "d", seed=0)
+    assert report["groups"]["per_split"] == {"train": 2, "validation": 0, "test": 2}
+
+
+def test_source_splits_are_kept_and_groups_across_them_warned(tmp_path, caplog):
+    frame = _templated_frame(n_groups=10, per_group=4).with_columns(
+        pl.Series("split", ["train", "train", "train", "test"] * 5 + ["train"] * 12 + ["test"] * 8))
+    with caplog.at_level(logging.WARNING, logger="saeprobe"):
+        out, _, report = data.prepare({"path": write_parquet(tmp_path, frame), "group_column": "tpl"}, "d", seed=0)
+    assert out["split"].to_list() == frame["split"].to_list()
+    assert report["splits_from"] == "source"
+    assert report["groups"] == {"column": "tpl", "n_groups": 10, "n_across_splits": 5,
+                                "per_split": {"train": 8, "validation": 0, "test": 7}}
+    assert "5 of 10 groups of column 'tpl' (group_column) span more than one" in caplog.text

@@ -1,11 +1,18 @@
 """Probes: C chosen on train-split CV only; test rows never influence fitting or selection."""
 
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
+from saeprobe import data
 from saeprobe.errors import DataError
-from saeprobe.probes import fit_probe, fit_tfidf
+from saeprobe.probes import MACRO_F1, _cv, fit_cv, fit_probe, fit_tfidf
+from tests.helpers import write_parquet
 
 
 def _problem(seed=0, n=240, d=30, sparse=False):
@@ -78,3 +85,103 @@ def test_solver_auto_is_newton_cg_for_sparse_and_lbfgs_for_dense():
         assert fit_probe(x, y, split, Cs=[1.0], cv_folds=3)[0]["solver"] == solver
     x, y, split = _problem(sparse=True)
     assert fit_probe(x, y, split, Cs=[1.0], cv_folds=3, solver="saga", max_iter=2000)[0]["solver"] == "saga"
+
+
+def _grouped_problem(seed=0, n_groups=30):
+    """Groups of 4..12 rows with labels drawn per row, and the ``_problem`` features."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_groups), rng.integers(4, 13, n_groups))
+    y = rng.integers(0, 3, len(groups))
+    x = rng.normal(size=(len(y), 30)) + np.eye(3, 30)[y] * 1.5
+    return x, y, groups
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grouped_cv_folds_never_share_a_group(seed):
+    _, y, groups = _grouped_problem(seed)
+    cv = _cv(y, 5, seed, groups)
+    assert cv.n_splits == 5
+    held_out = []
+    for fit_rows, test_rows in cv.split(np.zeros(len(y)), y, groups):
+        assert not set(groups[fit_rows]) & set(groups[test_rows]), "a group is in a fold's fitting and held-out rows"
+        held_out.extend(test_rows)
+    assert sorted(held_out) == list(range(len(y)))
+    # Ungrouped folds on the same rows do split groups (what the grouped ones prevent).
+    ungrouped = _cv(y, 5, seed)
+    assert any(set(groups[a]) & set(groups[b]) for a, b in ungrouped.split(np.zeros(len(y)), y))
+
+
+def test_grouped_cv_folds_reduced_to_groups_and_a_class_in_one_group_is_an_error():
+    y = np.array([0, 1] * 6 + [2] * 6)
+    groups = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5] + [6, 6, 6, 7, 7, 7])
+    assert _cv(y, 5, 0, groups).n_splits == 2  # class 2 is in 2 groups
+    assert _cv(y[:12], 5, 0, groups[:12]).n_splits == 5
+    assert _cv(y[:12], 10, 0, groups[:12]).n_splits == 6  # smallest class
+    assert _cv(y[:12], 10, 0, groups[:12] // 2).n_splits == 3  # number of groups
+    with pytest.raises(DataError, match="a class occurs in a single train group"):
+        _cv(y, 5, 0, np.where(y == 2, 6, groups))
+
+
+def test_fit_cv_uses_grouped_folds_on_train_rows_only():
+    x, y, groups = _grouped_problem()
+    train = groups < 20
+    model, info = fit_cv(x, y, train, Cs=[0.1, 1.0], cv_folds=4, seed=3, groups=groups)
+    folds = model.named_steps["logreg"].cv
+    assert len(folds) == info["cv_folds"] == 4 and info["cv_groups"] == 20
+    g = groups[train]
+    for fit_rows, test_rows in folds:
+        assert not set(g[fit_rows]) & set(g[test_rows])
+    # Groups of rows outside train are never read.
+    other = np.where(train, groups, -1)
+    _, info2 = fit_cv(x, y, train, Cs=[0.1, 1.0], cv_folds=4, seed=3, groups=other)
+    assert info2 == info
+
+
+def test_fit_probe_without_groups_is_unchanged():
+    """groups=None is today's stratified k-fold path: the same C, CV scores and coefficients as
+    LogisticRegressionCV on StratifiedKFold(min(folds, smallest class)) built by hand."""
+    x, y, split = _problem(seed=5)
+    kw = dict(Cs=[0.01, 0.1, 1.0], cv_folds=3, seed=3)
+    res, coef, intercept = fit_probe(x, y, split, **kw)
+    assert fit_probe(x, y, split, groups=None, **kw)[0] == res and "cv_groups" not in res
+    train = split == "train"
+    ref = Pipeline([("scale", StandardScaler()), ("logreg", LogisticRegressionCV(
+        Cs=kw["Cs"], l1_ratios=(0.0,), cv=StratifiedKFold(n_splits=3, shuffle=True, random_state=3), scoring=MACRO_F1,
+        class_weight="balanced", max_iter=500, tol=1e-4, random_state=3, n_jobs=1, use_legacy_attributes=False,
+        solver="lbfgs"))]).fit(x[train], y[train])
+    lr = ref.named_steps["logreg"]
+    assert res["C"] == float(np.ravel(lr.C_)[0]) and res["cv_folds"] == 3
+    scores = np.asarray(lr.scores_).reshape(-1, 3).mean(0)
+    assert list(res["cv_scores_by_C"].values()) == [float(s) for s in scores]
+    np.testing.assert_array_equal(coef, lr.coef_)
+    np.testing.assert_array_equal(intercept, lr.intercept_)
+    # Grouped folds choose on different folds: the CV scores change.
+    groups = np.arange(len(y)) // 6
+    assert fit_probe(x, y, split, groups=groups, **kw)[0]["cv_scores_by_C"] != res["cv_scores_by_C"]
+
+
+def test_grouped_split_removes_template_leakage(tmp_path):
+    """A templated benchmark: each template (group) has its own feature, which gives the label away
+    only within that template; one weak feature is shared by all. Split row by row, every test
+    template was fitted on and the probe looks nearly perfect; with the templates kept together
+    (group_column, grouped CV) the test score drops to what the shared feature supports."""
+    n_groups, per_group = 40, 12
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(n_groups), per_group)
+    y = np.concatenate([rng.permutation([0, 1] * (per_group // 2)) for _ in range(n_groups)])
+    x = np.zeros((len(y), n_groups + 1))
+    x[np.arange(len(y)), groups] = (2 * y - 1) + rng.normal(scale=0.3, size=len(y))  # the template's own feature
+    x[:, -1] = 0.8 * y + rng.normal(size=len(y))  # weak and shared
+    frame = pl.DataFrame({"text": [f"template {g} doc {i}" for i, g in enumerate(groups)], "label": y, "tpl": groups})
+    path = write_parquet(tmp_path, frame)
+    kw = dict(Cs=[0.01, 0.1, 1.0, 10.0], cv_folds=5, seed=0)
+    rows, _, _ = data.prepare({"path": path, "split_column": None}, "d", seed=0)
+    grouped, _, _ = data.prepare({"path": path, "split_column": None, "group_column": "tpl"}, "d", seed=0)
+    assert (rows["source_row"] == np.arange(len(y))).all() and (grouped["source_row"] == np.arange(len(y))).all()
+    leaky = fit_probe(x, y, rows["split"].to_numpy(), **kw)[0]
+    fair = fit_probe(x, y, grouped["split"].to_numpy(), groups=grouped["group"].to_numpy(), **kw)[0]
+    assert leaky["test"]["macro_f1"] > 0.9
+    assert fair["test"]["macro_f1"] < leaky["test"]["macro_f1"] - 0.15
+    # Grouped CV on the same (row-split) train rows sees the leak too: its CV score is lower.
+    leaky_cv = fit_probe(x, y, rows["split"].to_numpy(), groups=groups, **kw)[0]
+    assert leaky_cv["cv_macro_f1"] < leaky["cv_macro_f1"] - 0.15

@@ -5,7 +5,11 @@ Output (docs/DESIGN.md §4, :data:`saeprobe.layout.DATA`), one row per document:
 - ``doc_id`` (int64): stable 0..n-1 in source order, after dropping empty texts;
 - ``text`` (str), ``label`` (int64 index into the label names), ``label_name`` (str);
 - ``split`` (str): ``train`` / ``validation`` / ``test``;
-- ``lang`` (str, nullable).
+- ``lang`` (str, nullable);
+- ``source_row`` (int64): the row of the source it came from;
+- ``group`` (str), only when ``group_column`` is set: the group (template, source, ...) the row
+  belongs to, kept whole in one split (see :func:`_carve`); unset, the column is absent and the
+  frame is exactly what it was before grouped splits existed.
 
 The ordered label names are also kept in the Parquet schema metadata (``saeprobe.label_names``).
 When the source has no split column, a seeded, stratified split is drawn here, once; every
@@ -14,9 +18,10 @@ probe and baseline downstream uses these same splits.
 Bad input (each message names the dataset, its file, the column and rows):
 
 - empty or whitespace-only texts are dropped, counted and logged (documented behaviour);
-- a missing text/label/lang/id column, a missing label (null, empty, NaN), fewer than two
-  classes, a class with fewer than two train examples (stratified CV needs two), a text that is
-  not valid UTF-8, duplicate values in ``id_column``, no rows at all: :class:`DataError`;
+- a missing text/label/lang/id/group column, a missing label (null, empty, NaN) or group (null,
+  NaN), fewer than two classes, a class with fewer than two train examples (stratified CV needs
+  two), a text that is not valid UTF-8, duplicate values in ``id_column``, too few groups for a
+  grouped split, no rows at all: :class:`DataError`;
 - duplicate texts are kept (real datasets have them) but counted and logged, with how many
   cross the train/test boundary and how many carry conflicting labels.
 """
@@ -27,13 +32,14 @@ import csv
 import io
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from saeprobe.config import with_defaults
 from saeprobe.errors import DataError, one_line
@@ -212,6 +218,9 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
     if id_col is not None:
         _require_column(df, id_col, "id", name, origin)
         _check_ids(df[id_col], id_col, name, origin)
+    group_col = spec.get("group_column")
+    if group_col is not None:
+        _require_column(df, group_col, "group", name, origin)
 
     label_raw = df[label_col]
     if label_raw.dtype == pl.Binary:
@@ -225,6 +234,8 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
             "lang": df[lang_col].cast(pl.String) if lang_col else pl.Series([None] * df.height, dtype=pl.String),
         }
     )
+    if group_col is not None:
+        out = out.with_columns(_groups(df[group_col], group_col, name, origin))
 
     # Missing: null, empty/whitespace, float NaN, or the text "nan" (a NaN written out by pandas).
     as_text = pl.col("label_raw").cast(pl.String).str.strip_chars()
@@ -266,7 +277,8 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
     _check_train_classes(out, label_names, name, origin, label_col)
     report["duplicates"] = _count_duplicates(out, name)
     out = out.with_columns(pl.arange(0, out.height, dtype=pl.Int64).alias("doc_id"))
-    out = out.select("doc_id", "text", "label", "label_name", "split", "lang", "source_row")
+    out = out.select("doc_id", "text", "label", "label_name", "split", "lang", "source_row",
+                     *(["group"] if group_col is not None else []))
     report["n_docs"] = out.height
     counts = out.group_by("split", "label_name").len().sort("split", "label_name")
     report["counts"] = {s: {n: int(c) for _, n, c in counts.filter(pl.col("split") == s).iter_rows()} for s in SPLITS}
@@ -332,6 +344,27 @@ def _check_ids(ids: pl.Series, column: str, name: str, origin: str) -> None:
                         f"{shown}{' ...' if n_ids > 5 else ''} (rows 0-based, header not counted)")
 
 
+def _groups(values: pl.Series, column: str, name: str, origin: str) -> pl.Series:
+    """``group_column`` as the text column ``group``; a null (or NaN) group is an error naming the rows.
+
+    Rows are never dropped for a missing group: which split they belong to would be a guess.
+    """
+    missing = values.is_null()
+    if values.dtype.is_float():
+        missing = missing | values.is_nan()
+    rows = np.flatnonzero(missing.to_numpy())
+    if len(rows):
+        raise DataError(f"dataset '{name}' ({origin}): column '{column}' (group_column) has {len(rows)} missing groups "
+                        f"(null or NaN) in rows {rows[:10].tolist()}{' ...' if len(rows) > 10 else ''} (0-based, "
+                        "header not counted); fill them in (e.g. a group of its own per row) or remove those rows")
+    try:
+        text = _as_text(values, column, name, origin)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"dataset '{name}' ({origin}): column '{column}' (group_column) of type {values.dtype} "
+                        f"cannot be read as text: {one_line(exc)}") from None
+    return text.alias("group")
+
+
 def _check_train_classes(out: pl.DataFrame, label_names: list[str], name: str, origin: str, label_col: str) -> None:
     """Every class needs two train examples: the probe's C is chosen by stratified CV on train."""
     labels, split = out["label"].to_numpy(), out["split"].to_numpy()
@@ -368,6 +401,42 @@ def _count_duplicates(out: pl.DataFrame, name: str) -> dict[str, int]:
 
 def _assign_splits(out: pl.DataFrame, spec: dict[str, Any], name: str, seed: int, report: dict[str, Any],
                    label_names: list[str], label_col: str, origin: str) -> np.ndarray:
+    """Each row's split: the source's (mapped by ``split_names``), with missing train/test carved out, or drawn.
+
+    With a ``group`` column in ``out`` (``group_column``), drawn splits keep each group whole and
+    ``report["groups"]`` records the groups per split; ``out`` without one (image datasets) and a
+    ``group_column`` set is an error.
+    """
+    group_col = spec.get("group_column")
+    groups = out["group"].to_numpy() if "group" in out.columns else None
+    if group_col is not None and groups is None:
+        raise DataError(f"dataset '{name}': group_column is not supported for {spec.get('kind')} datasets")
+    split = _split_rows(out, spec, name, seed, report, label_names, label_col, origin, groups)
+    if groups is not None:
+        report["groups"] = _group_report(split, groups, group_col, name, origin)
+    return split
+
+
+def _group_report(split: np.ndarray, groups: np.ndarray, column: str, name: str, origin: str) -> dict[str, Any]:
+    """Groups per split, and the groups found in more than one split (only the source's splits can do
+    that: they are kept as they are, with a warning). Fewer than 2 train groups is an error."""
+    frame = pl.DataFrame({"split": split, "group": groups})
+    per_group = frame.group_by("group").agg(pl.col("split").n_unique().alias("n_splits"))
+    n_across = int((per_group["n_splits"] > 1).sum())
+    per_split = {s: frame.filter(pl.col("split") == s)["group"].n_unique() for s in SPLITS}
+    if n_across:
+        log.warning("dataset %s: %d of %d groups of column '%s' (group_column) span more than one of the source's "
+                    "splits (kept as the source has them): their documents are in more than one split",
+                    name, n_across, per_group.height, column)
+    if per_split["train"] < 2:
+        raise DataError(f"dataset '{name}' ({origin}): column '{column}' (group_column): the train split holds "
+                        f"{per_split['train']} group(s); grouped cross-validation needs at least 2 — add groups or "
+                        "lower test_fraction/validation_fraction")
+    return {"column": column, "n_groups": per_group.height, "per_split": per_split, "n_across_splits": n_across}
+
+
+def _split_rows(out: pl.DataFrame, spec: dict[str, Any], name: str, seed: int, report: dict[str, Any],
+                label_names: list[str], label_col: str, origin: str, groups: np.ndarray | None) -> np.ndarray:
     mapping = spec.get("split_names") or {}
     if out["split_raw"].dtype != pl.Null and out["split_raw"].null_count() < out.height:
         raw = out["split_raw"].to_list()
@@ -381,19 +450,20 @@ def _assign_splits(out: pl.DataFrame, spec: dict[str, Any], name: str, seed: int
         report["splits_from"] = "source"
         if "train" not in set(split) or "test" not in set(split):
             # The source has splits, but not both train and test: carve the missing ones from what is there.
-            return _carve(out, split, spec, name, seed, report, label_names, label_col, origin)
+            return _carve(out, split, spec, name, seed, report, label_names, label_col, origin, groups)
         return split.astype(str)
-    report["splits_from"] = "seeded stratified split"
+    report["splits_from"] = "seeded stratified split" if groups is None else "seeded stratified grouped split"
     return _carve(out, np.full(out.height, "train", dtype=object), spec, name, seed, report, label_names, label_col,
-                  origin)
+                  origin, groups)
 
 
 def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str, seed: int, report: dict[str, Any],
-           label_names: list[str], label_col: str, origin: str) -> np.ndarray:
+           label_names: list[str], label_col: str, origin: str, groups: np.ndarray | None = None) -> np.ndarray:
     """Draw test (and validation) rows, stratified by label and seeded, from rows not yet in a split.
 
     Source splits that exist are kept: only rows labelled train (or everything when there is
-    no split) are divided.
+    no split) are divided. With ``groups`` (n rows) each group goes whole to one split
+    (:func:`_draw_groups`).
     """
     split = split.copy()
     if "train" not in set(split.tolist()):
@@ -415,6 +485,11 @@ def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str
                 "cross-validation) — add examples or remove (merge) those classes"
             )
         size = frac if target == "test" else frac / max(1e-9, 1 - spec["test_fraction"])
+        if groups is not None:
+            keep, take = _draw_groups(pool, labels, groups, size, seed, target, frac, spec["group_column"], name, origin)
+            split[take] = target
+            pool = keep
+            continue
         try:
             keep, take = train_test_split(pool, test_size=size, random_state=seed, stratify=labels[pool])
         except ValueError as exc:  # e.g. a test split smaller than the number of classes
@@ -426,6 +501,40 @@ def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str
         pool = np.sort(keep)
     report["carved"] = sorted(set(split.tolist()) - before)
     return split.astype(str)
+
+
+def _draw_groups(pool: np.ndarray, labels: np.ndarray, groups: np.ndarray, size: float, seed: int, target: str,
+                 frac: float, column: str, name: str, origin: str) -> tuple[np.ndarray, np.ndarray]:
+    """(kept rows, drawn rows) of ``pool``: a share ``size`` of it drawn as whole groups, approximately
+    stratified by label.
+
+    ``StratifiedGroupKFold(n_splits=round(1/size), shuffle=True, random_state=seed)`` over the
+    pool's rows; the drawn rows are the fold whose size is nearest ``size * len(pool)`` (ties:
+    the first). Each group lands in exactly one fold, so its rows are all drawn or all kept;
+    the share is a multiple of 1/n_splits only approximately (groups differ in size), and the
+    stratification is as close as whole groups allow (sklearn's greedy assignment).
+    """
+    n_splits = max(2, round(1 / size))
+    n_groups = len(np.unique(groups[pool]))
+    if n_groups < n_splits:
+        raise DataError(
+            f"dataset '{name}' ({origin}): column '{column}' (group_column): cannot draw a grouped {target} split "
+            f"({frac:g} of the rows = one of {n_splits} folds of whole groups): the {len(pool)} rows to split hold "
+            f"{n_groups} group(s), fewer than {n_splits} — add groups or raise the fraction"
+        )
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    try:
+        with warnings.catch_warnings():
+            # "The least populated class in y has only N members": stratification is approximate anyway.
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            folds = [test for _, test in splitter.split(pool, labels[pool], groups[pool])]
+    except ValueError as exc:  # every class smaller than n_splits
+        raise DataError(f"dataset '{name}' ({origin}): cannot draw a grouped {target} split ({frac:g} of {len(pool)} "
+                        f"rows, {n_groups} groups): {one_line(exc)}") from None
+    want = size * len(pool)
+    best = min(range(n_splits), key=lambda i: (len(folds[i]) == 0, abs(len(folds[i]) - want), i))
+    take = pool[folds[best]]
+    return np.setdiff1d(pool, take), take
 
 
 def write(out: pl.DataFrame, label_names: list[str], path: str | Path) -> None:

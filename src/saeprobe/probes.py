@@ -23,7 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, make_scorer, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, StandardScaler
 
@@ -50,11 +50,29 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = Non
 MACRO_F1 = make_scorer(macro_f1)
 
 
-def _cv(y_train: np.ndarray, folds: int, seed: int) -> StratifiedKFold:
+def _cv(y_train: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None) -> StratifiedKFold | StratifiedGroupKFold:
+    """The CV splitter of the train rows: stratified k-fold, folds reduced to the smallest class count.
+
+    With ``groups`` ((n_train,) group of each train row, ``group_column``): ``StratifiedGroupKFold``,
+    so no group is in both a fold's fitting rows and its held-out rows; folds are further reduced to
+    the number of train groups and to the fewest groups any class occurs in (so each class can be
+    in every held-out fold, as stratified k-fold guarantees without groups).
+    """
     smallest = int(np.bincount(y_train)[np.bincount(y_train) > 0].min())
     if smallest < 2:
         raise DataError("a class has a single train example: stratified cross-validation needs at least 2 per class")
-    return StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
+    if groups is None:
+        return StratifiedKFold(n_splits=min(folds, smallest), shuffle=True, random_state=seed)
+    groups = np.asarray(groups)
+    if len(groups) != len(y_train):
+        raise ValueError(f"groups has {len(groups)} entries for {len(y_train)} train rows")
+    pairs = np.unique(np.stack([y_train.astype(str), groups.astype(str)]), axis=1)  # (class, group) pairs present
+    fewest = int(np.unique(pairs[0], return_counts=True)[1].min())
+    n_groups = len(np.unique(groups))
+    if fewest < 2:
+        raise DataError("a class occurs in a single train group: grouped cross-validation needs every class in at "
+                        "least 2 train groups")
+    return StratifiedGroupKFold(n_splits=min(folds, smallest, n_groups, fewest), shuffle=True, random_state=seed)
 
 
 def _metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, Any]:
@@ -102,12 +120,14 @@ def as_features(x: Any) -> sp.csr_matrix | np.ndarray:
 
 def fit_cv(x: Any, y: np.ndarray, train: np.ndarray, *, Cs: list[float], cv_folds: int = 5, max_iter: int = 500,
            class_weight: str | None = "balanced", tol: float = 1e-4, seed: int = 42, n_jobs: int = 1,
-           solver: str = "auto") -> tuple[Pipeline, dict[str, Any]]:
+           solver: str = "auto", groups: Any = None) -> tuple[Pipeline, dict[str, Any]]:
     """Fit the scaler + logistic regression on the rows ``train``, C chosen by stratified CV on those rows only.
 
     Args:
         x: (n_docs, n_features) features, scipy sparse or dense (see :func:`as_features`).
         y: (n_docs,) int labels. train: (n_docs,) bool mask of the rows to fit and select on.
+        groups: None, or (n_docs,) group of every row (the prepared ``group`` column): the CV folds
+            then keep each group whole (:func:`_cv`); None = ungrouped stratified folds.
     Returns:
         (fitted pipeline, selection record: C, cv_macro_f1(_std), cv_scores_by_C, cv_folds, n_train,
         n_features, mean_active_features, convergence_warnings). Rows outside ``train`` are never read.
@@ -121,10 +141,14 @@ def fit_cv(x: Any, y: np.ndarray, train: np.ndarray, *, Cs: list[float], cv_fold
         raise DataError("the train split has a single class")
     sparse = sp.issparse(x)
     x = as_features(x)
+    groups_train = None if groups is None else np.asarray(groups)[train]
+    splitter = _cv(y_train, cv_folds, seed, groups_train)
+    # Grouped: the folds precomputed as (fit, held-out) index pairs (LogisticRegressionCV's cv= takes an iterable).
+    cv = splitter if groups_train is None else list(splitter.split(np.zeros(len(y_train)), y_train, groups_train))
     model = Pipeline([
         ("scale", MaxAbsScaler() if sparse else StandardScaler()),
         ("logreg", LogisticRegressionCV(
-            Cs=list(Cs), l1_ratios=(0.0,), cv=_cv(y_train, cv_folds, seed), scoring=MACRO_F1, class_weight=class_weight,
+            Cs=list(Cs), l1_ratios=(0.0,), cv=cv, scoring=MACRO_F1, class_weight=class_weight,
             max_iter=max_iter, tol=tol, random_state=seed, n_jobs=n_jobs, use_legacy_attributes=False,
             solver=choose_solver(solver, sparse),
         )),
@@ -140,13 +164,15 @@ def fit_cv(x: Any, y: np.ndarray, train: np.ndarray, *, Cs: list[float], cv_fold
         "cv_macro_f1": float(scores.mean(0)[best]),
         "cv_macro_f1_std": float(scores.std(0)[best]),
         "cv_scores_by_C": {f"{c:g}": float(s) for c, s in zip(lr.Cs_, scores.mean(0), strict=True)},
-        "cv_folds": int(lr.cv.n_splits),
+        "cv_folds": int(splitter.n_splits),
         "solver": lr.solver,
         "n_train": int(train.sum()),
         "n_features": int(x.shape[1]),
         "mean_active_features": float(x[train].getnnz(axis=1).mean()) if sparse else float(x.shape[1]),
         "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught),
     }
+    if groups_train is not None:
+        info["cv_groups"] = len(np.unique(groups_train))
     return model, info
 
 
@@ -175,7 +201,7 @@ def predict(model: Pipeline, x: Any, mask: np.ndarray, n_classes: int) -> tuple[
 
 def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_folds: int = 5, max_iter: int = 500,
               class_weight: str | None = "balanced", tol: float = 1e-4, seed: int = 42, n_classes: int | None = None,
-              n_jobs: int = 1, solver: str = "auto") -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+              n_jobs: int = 1, solver: str = "auto", groups: Any = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Fit a probe with C chosen by CV on the train split; score it on validation and test.
 
     Args:
@@ -185,6 +211,7 @@ def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_f
         solver, tol, max_iter: the solver (see :func:`choose_solver`) and its stopping rule.
             tol 1e-3 stops lbfgs and newton-cg early at large C (the CV scores of C=1 and C=10
             came out identical and the selected C changed); 1e-4 matches tol 1e-6 within 0.001.
+        groups: None, or (n_docs,) group of every row: C is chosen on grouped CV folds (:func:`fit_cv`).
     Returns:
         (result dict, coefficients (n_classes or 1, n_features) in the scaled feature space, intercept).
         The result's ``predictions`` holds {split: (pred, proba)} (:func:`predict`) of the scored
@@ -198,7 +225,7 @@ def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_f
     n_classes = n_classes or int(y.max()) + 1
     x = as_features(x)
     model, result = fit_cv(x, y, train, Cs=Cs, cv_folds=cv_folds, max_iter=max_iter, class_weight=class_weight,
-                           tol=tol, seed=seed, n_jobs=n_jobs, solver=solver)
+                           tol=tol, seed=seed, n_jobs=n_jobs, solver=solver, groups=groups)
     result["predictions"] = {}
     for name, mask in (("validation", split == "validation"), ("test", test)):
         if mask.any():
