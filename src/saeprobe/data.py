@@ -559,3 +559,54 @@ def read(path: str | Path) -> tuple[pl.DataFrame, list[str]]:
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
     return df.sort("doc_id"), names
+
+
+def groups_of(frame: pl.DataFrame) -> np.ndarray | None:
+    """(n_docs,) the ``group`` column of a prepared dataset (``group_column`` set), else None."""
+    return frame["group"].to_numpy() if "group" in frame.columns else None
+
+
+def split_column(seed: int) -> str:
+    """Column of a :func:`redraw_splits` file holding the split drawn with ``seed``."""
+    return f"split_seed{seed}"
+
+
+def redraw_splits(spec: dict[str, Any], name: str, prepared: pl.DataFrame, seeds: list[int]) -> pl.DataFrame:
+    """The split of dataset ``name`` drawn again with each of ``seeds`` (``probe.split_seeds``).
+
+    Each seed prepares the source again (:func:`prepare`: same fractions, stratification and
+    groups), so a re-drawn split is exactly what ``seed: <s>`` would have drawn. A split taken
+    from the source is not re-drawn: its column repeats the prepared split, with a warning.
+
+    Returns:
+        doc_id plus one :func:`split_column` per seed, in doc_id order.
+    Raises:
+        DataError: the re-prepared documents differ from ``prepared`` (the source changed).
+    """
+    out = prepared.select("doc_id")
+    for seed in seeds:
+        frame, _, report = prepare(spec, name, seed)
+        if not frame["doc_id"].equals(prepared["doc_id"]) or not frame["label"].equals(prepared["label"]):
+            raise DataError(f"dataset '{name}': re-preparing with seed {seed} gave other documents or labels than "
+                            "the prepared file: was the source changed?")
+        if report["splits_from"] == "source":
+            log.warning("dataset %s: its split comes from the source; split seed %d repeats it", name, seed)
+            frame = prepared
+        out = out.with_columns(frame["split"].alias(split_column(seed)))
+    return out
+
+
+def write_splits(splits: pl.DataFrame, path: str | Path) -> None:
+    """Write a :func:`redraw_splits` frame atomically."""
+    with atomic_path(path) as tmp:
+        splits.write_parquet(tmp)
+
+
+def read_splits(path: str | Path) -> pl.DataFrame:
+    """Read a :func:`redraw_splits` file (sorted by doc_id).
+
+    Raises:
+        CacheError: the file is missing, truncated or not Parquet (see :func:`saeprobe.io.reading`).
+    """
+    with reading(path):
+        return pl.read_parquet(path).sort("doc_id")

@@ -336,6 +336,8 @@ class Plan:
         out = [f for name in ("grid", "best", "best_on_test", "comparisons", "summary") for f in layout.tables(name)]
         if self.ksparse_inputs:
             out += [f for name in ("ksparse", "ksparse_comparisons", "binarize_vs_ksparse") for f in layout.tables(name)]
+        if self.config["probe"]["split_seeds"] and self.stage_cells["grid"]:
+            out += layout.tables("grid_splits")
         if self.transfer_inputs:
             out += layout.tables("transfer")
         if self.sweep_inputs:

@@ -236,6 +236,27 @@ def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_f
     return result, np.asarray(lr.coef_), np.asarray(lr.intercept_)
 
 
+def fit_on_splits(x: Any, y: np.ndarray, splits: dict[int, np.ndarray], **probe_kwargs: Any) -> list[dict[str, Any]]:
+    """:func:`fit_probe` once per re-drawn split (``probe.split_seeds``), for mean ± std over splits.
+
+    Args:
+        splits: split seed -> (n_docs,) split names (:func:`saeprobe.data.redraw_splits`).
+        probe_kwargs: as for :func:`fit_probe` (the CV seed stays the run's ``seed``).
+    Returns:
+        One row per split seed: split_seed, C, cv_macro_f1, test_macro_f1, test_accuracy, test_auroc,
+        n_train, n_test.
+    """
+    rows = []
+    x = as_features(x)
+    for split_seed, split in splits.items():
+        result, _, _ = fit_probe(x, y, split, **probe_kwargs)
+        test = result["test"]
+        rows.append({"split_seed": split_seed, "C": result["C"], "cv_macro_f1": result["cv_macro_f1"],
+                     "test_macro_f1": test["macro_f1"], "test_accuracy": test["accuracy"], "test_auroc": test["auroc"],
+                     "n_train": result["n_train"], "n_test": test["n"]})
+    return rows
+
+
 def save_coef(path: str | Path, coef: np.ndarray, intercept: np.ndarray, label_names: list[str]) -> None:
     """Write a probe's ``coef`` (n_classes or 1, n_features), ``intercept`` and label names as .npz atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:

@@ -153,6 +153,36 @@ def best(grid_df: pl.DataFrame, selected_on: str = "cv") -> pl.DataFrame:
         *BEST_COLUMNS, pl.lit(selected_on).alias("selected_on"))
 
 
+SPLIT_SCHEMA: dict[str, Any] = {
+    "model": pl.String, "dataset": pl.String, "source": pl.String, "family": pl.String, "layer": pl.Int64,
+    "pooling": pl.String, "binarize": pl.String, "split_seed": pl.Int64, "C": pl.Float64, "cv_macro_f1": pl.Float64,
+    "test_macro_f1": pl.Float64, "test_accuracy": pl.Float64, "test_auroc": pl.Float64, "n_train": pl.Int64,
+    "n_test": pl.Int64,
+}
+
+
+def grid_splits(paths: Iterable[str | Path], grid_df: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Per cell, test macro F1 mean ± std over the re-drawn splits (``probe.split_seeds``) and the dataset's own.
+
+    Args:
+        paths: probe unit folders; their ``*.splits.parquet`` files (one row per split seed) are read.
+    Returns:
+        One row per cell: its columns, ``splits`` (count), mean/std/min/max of test macro F1 and
+        the mean CV macro F1, over the re-drawn splits.
+    """
+    files = folder_files(paths, "splits.parquet")
+    if not files:
+        return pl.DataFrame(schema={**{k: v for k, v in SPLIT_SCHEMA.items() if k not in ("split_seed",)}})
+    df = pl.concat([pl.read_parquet(f).cast(SPLIT_SCHEMA) for f in files])  # type: ignore[arg-type]
+    keys = ["dataset", "model", "family", "source", "layer", "pooling", "binarize"]
+    return (df.group_by(keys, maintain_order=True)
+            .agg(pl.len().alias("splits"), pl.col("test_macro_f1").mean().alias("test_macro_f1_mean"),
+                 pl.col("test_macro_f1").std().alias("test_macro_f1_std"), pl.col("test_macro_f1").min().alias("min"),
+                 pl.col("test_macro_f1").max().alias("max"), pl.col("cv_macro_f1").mean().alias("cv_macro_f1_mean"))
+            .with_columns(pl.col("binarize").map_elements(parse_binarize, return_dtype=pl.Float64))
+            .sort(keys, nulls_last=True))
+
+
 def markdown(df: pl.DataFrame, float_precision: int = 3) -> str:
     """A GitHub-flavoured Markdown table of ``df`` (polars' own MARKDOWN formatting)."""
     with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from saeprobe.bootstrap import chance_scores, majority_scores
 from saeprobe.errors import DataError
-from saeprobe.probes import as_features, fit_cv, score
+from saeprobe.probes import _metrics, as_features, fit_cv, predict
+from saeprobe.tables import flags
 
 log = logging.getLogger("saeprobe")
 
@@ -41,7 +43,8 @@ def train_problem(y: np.ndarray) -> str | None:
 
 
 def transfer_matrix(x: Any, y: np.ndarray, split: np.ndarray, lang: Sequence[str | None], *, n_classes: int,
-                    probe: dict[str, Any], seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                    probe: dict[str, Any], seed: int,
+                    groups: np.ndarray | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train on each language's train split, test on every language's test split.
 
     Args:
@@ -50,10 +53,12 @@ def transfer_matrix(x: Any, y: np.ndarray, split: np.ndarray, lang: Sequence[str
         lang: (n_docs,) language codes (None = unknown).
         n_classes: number of labels of the dataset. probe: keyword arguments of :func:`fit_cv`
             (Cs, cv_folds, max_iter, class_weight, tol). seed: CV folds and solver.
+        groups: (n_docs,) group ids (``group_column``): CV folds keep each group together.
     Returns:
         (rows: one dict per (train_lang, test_lang) with macro_f1, accuracy, n_train, n_test, C,
-        cv_macro_f1; report: languages, skipped train/test languages with reasons, rows without
-        a language)
+        cv_macro_f1, the majority-class and chance scores of that test split, predicted_classes
+        and flag (``one_class_predicted``, ``at_or_below_majority``: :func:`saeprobe.tables.flags`);
+        report: languages, skipped train/test languages with reasons, rows without a language)
     Raises:
         DataError: mismatched lengths, no language at all, no language that can train, or none
         with test rows.
@@ -93,12 +98,23 @@ def transfer_matrix(x: Any, y: np.ndarray, split: np.ndarray, lang: Sequence[str
             report["skipped_train_langs"][a] = problem
             log.warning("language %s: %s; skipped as a train language", a, problem)
             continue
-        model, info = fit_cv(x, y, train, seed=seed, **probe)
+        try:
+            model, info = fit_cv(x, y, train, seed=seed, groups=groups, **probe)
+        except DataError as exc:  # e.g. grouped CV: a class in a single train group of this language
+            report["skipped_train_langs"][a] = str(exc)
+            log.warning("language %s: %s; skipped as a train language", a, exc)
+            continue
         for b, mask in test_masks.items():
-            m = score(model, x, y, mask, n_classes)
+            pred, proba = predict(model, x, mask, n_classes)
+            m = _metrics(y[mask], pred, proba, n_classes)
+            majority = majority_scores(y[mask], n_classes)
+            predicted = int(len(np.unique(pred)))
             rows.append({"train_lang": a, "test_lang": b, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"],
                          "n_train": info["n_train"], "n_test": m["n"], "C": info["C"], "cv_macro_f1": info["cv_macro_f1"],
-                         "test_missing_classes": len(m["missing_classes"])})
+                         "test_missing_classes": len(m["missing_classes"]),
+                         "majority_macro_f1": majority["macro_f1"], "majority_accuracy": majority["accuracy"],
+                         "chance_macro_f1": chance_scores(y[mask], n_classes)["macro_f1"], "predicted_classes": predicted,
+                         "flag": flags("hidden", None, predicted, m["macro_f1"], majority["macro_f1"])})
         diag = next((r["macro_f1"] for r in rows if r["train_lang"] == a and r["test_lang"] == a), float("nan"))
         log.info("train %s (%d rows, C=%g, cv macro F1 %.3f): in-language test macro F1 %.3f", a, info["n_train"],
                  info["C"], info["cv_macro_f1"], diag)

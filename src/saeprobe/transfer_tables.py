@@ -20,6 +20,8 @@ TRANSFER_SCHEMA: dict[str, Any] = {
     **CELL_SCHEMA, "train_lang": pl.String, "test_lang": pl.String, "macro_f1": pl.Float64, "accuracy": pl.Float64,
     "n_train": pl.Int64, "n_test": pl.Int64, "C": pl.Float64, "cv_macro_f1": pl.Float64,
     "test_missing_classes": pl.Int64,  # classes absent from the test language's split (each scores 0)
+    "majority_macro_f1": pl.Float64, "majority_accuracy": pl.Float64, "chance_macro_f1": pl.Float64,
+    "predicted_classes": pl.Int64, "flag": pl.String,
 }
 
 
@@ -33,14 +35,23 @@ def transfer_markdown(df: pl.DataFrame) -> str:
     out = ["# Cross-lingual transfer: test macro F1",
            "",
            "Rows: the language whose train split fitted the probe (C by CV on it); columns: the language whose "
-           "test split scored it. The diagonal is in-language.",
+           "test split scored it. The diagonal is in-language. The row 'majority class' is what predicting each test "
+           "split's most common class scores; a cell marked * predicts a single class there (degenerate).",
            ""]
     for key, cell in df.group_by(CELL_KEYS, maintain_order=True):
         model, dataset, source, layer, pooling, binarize_ = key
         langs = sorted(set(cell["train_lang"]) | set(cell["test_lang"]))
         tests = [b for b in langs if b in set(cell["test_lang"])]
-        matrix = (cell.pivot(on="test_lang", index="train_lang", values="macro_f1")
-                  .select("train_lang", *tests).sort("train_lang").rename({"train_lang": "train \\ test"}))
+        shown = cell.with_columns(pl.format("{}{}", pl.col("macro_f1").round(3),
+                                            pl.when(pl.col("predicted_classes") == 1).then(pl.lit("*")).otherwise(pl.lit("")))
+                                  .alias("cell"))
+        matrix = (shown.pivot(on="test_lang", index="train_lang", values="cell")
+                  .select("train_lang", *tests).sort("train_lang"))
+        majority = (cell.group_by("test_lang", maintain_order=True).agg(pl.col("majority_macro_f1").first())
+                    .with_columns(pl.col("majority_macro_f1").round(3).cast(pl.String)))
+        majority_row = {"train_lang": "majority class", **dict(majority.iter_rows())}
+        matrix = pl.concat([matrix, pl.DataFrame([majority_row], schema=matrix.schema)]).rename(
+            {"train_lang": "train \\ test"})
         out += [f"## {dataset} · {model} · {source} · layer {layer} · {pooling} · {binarize_}", "",
                 markdown(matrix, float_precision=3)]
     return "\n".join(out)

@@ -16,6 +16,10 @@ def get_final_output():
     return PLAN.final_output()
 
 
+# The probe's solver and selection settings, as every fit function takes them (probe.split_seeds
+# only decides which extra splits fit_probe fits: changing it reruns nothing else).
+PROBE = {k: v for k, v in config["probe"].items() if k != "split_seeds"}
+
 # Software environment of every rule (used with --software-deployment-method conda).
 ENV = "../../environment.yml"
 
@@ -120,6 +124,13 @@ def pooled_source(wildcards):
         return sl.path(sl.ACTIVATIONS, model=wildcards.model, dataset=wildcards.dataset)
     return sl.path(sl.CODES, model=wildcards.model, dataset=wildcards.dataset, sae=wildcards.source,
                    layer=wildcards.layer)
+
+
+def split_seed_file(wildcards):
+    """The re-drawn splits of the job's dataset (probe.split_seeds; text datasets only), else nothing."""
+    if config["probe"]["split_seeds"] and sg.dataset_kind(config, wildcards.dataset) == "text":
+        return sl.path(sl.SPLITS, dataset=wildcards.dataset)
+    return []
 
 
 def unit_cells(stage):

@@ -62,3 +62,28 @@ rule init_random_model:
         sl.benchmark("init_random_model", "{model}")
     script:
         "../scripts/init_random_model.py"
+
+
+# probe.split_seeds: the drawn split re-drawn with each seed into a side file, read only by
+# fit_probe (the prepared dataset, and so every activation, stays as it is).
+rule draw_splits:
+    input:
+        source=lambda w: config["datasets"][w.dataset].get("path", []),
+        data=sl.DATA,
+    output:
+        sl.SPLITS,
+    wildcard_constraints:
+        dataset=TEXT_DATASETS,
+    params:
+        spec=lambda w: dataset_settings(w.dataset),
+        split_seeds=config["probe"]["split_seeds"],
+    resources:
+        runtime=30,
+    conda:
+        ENV
+    log:
+        sl.log("draw_splits", "{dataset}"),
+    benchmark:
+        sl.benchmark("draw_splits", "{dataset}")
+    script:
+        "../scripts/draw_splits.py"

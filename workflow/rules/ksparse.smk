@@ -11,7 +11,7 @@ rule ksparse:
         cells=unit_cells("ksparse"),
         rankings=config["ksparse"]["rankings"],
         ks=config["ksparse"]["ks"],
-        probe=config["probe"],
+        probe=PROBE,
         bootstrap=config["bootstrap"],
         seed=config["seed"],
     resources:

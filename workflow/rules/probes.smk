@@ -4,11 +4,13 @@ rule fit_probe:
     input:
         features=sl.POOLED,
         data=sl.DATA,
+        splits=split_seed_file,
     output:
         directory(sl.PROBES),
     params:
         cells=unit_cells("grid"),
-        probe=config["probe"],
+        probe=PROBE,
+        split_seeds=config["probe"]["split_seeds"],
         bootstrap=config["bootstrap"],
         seed=config["seed"],
     resources:
@@ -32,7 +34,7 @@ rule fit_tfidf:
         predictions=sl.TFIDF_PREDICTIONS,
     params:
         tfidf=config["tfidf"],
-        probe=config["probe"],
+        probe=PROBE,
         bootstrap=config["bootstrap"],
         seed=config["seed"],
     resources:
@@ -88,3 +90,23 @@ rule summary:
         sl.benchmark("summary")
     script:
         "../scripts/summary.py"
+
+
+rule grid_splits:
+    input:
+        PLAN.folders("grid", sl.PROBES),
+    output:
+        sl.tables("grid_splits"),
+    params:
+        # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
+        probes=PLAN.folders("grid", sl.PROBES),
+    resources:
+        runtime=15,
+    conda:
+        ENV
+    log:
+        sl.log("grid_splits"),
+    benchmark:
+        sl.benchmark("grid_splits")
+    script:
+        "../scripts/grid_splits.py"

@@ -12,7 +12,7 @@ rule sweep:
         directory(sl.SWEEP),
     params:
         cells=unit_cells("sweep"),
-        probe=config["probe"],
+        probe=PROBE,
         seed=config["seed"],
         **SWEEP_SETTINGS,
     resources:
@@ -37,7 +37,7 @@ rule sweep_tfidf:
         dataset=TEXT_DATASETS,
     params:
         tfidf={k: v for k, v in config["tfidf"].items() if k != "enabled"},
-        probe=config["probe"],
+        probe=PROBE,
         seed=config["seed"],
         **SWEEP_SETTINGS,
     resources:

@@ -11,7 +11,7 @@ rule transfer:
         directory(sl.TRANSFER),
     params:
         cells=unit_cells("transfer"),
-        probe=config["probe"],
+        probe=PROBE,
         seed=config["seed"],
     resources:
         mem_mb=4000,

@@ -4,18 +4,31 @@ from saeprobe.grid import parse_binarize
 from saeprobe.io import atomic_path, setup_logging, write_json
 from saeprobe.layout import cell_file
 from saeprobe.pooling import load_cell
-from saeprobe.probes import fit_probe, save_coef
+from saeprobe.cell_tables import frame as frame_of
+from saeprobe.cell_tables import write_parquet
+from saeprobe.probes import fit_on_splits, fit_probe, save_coef
+from saeprobe.tables import SPLIT_SCHEMA
 
 log = setup_logging(snakemake.log[0])
 w, p = snakemake.wildcards, snakemake.params
 frame, label_names = data.read(snakemake.input.data)
 y, split, doc_id = frame["label"].to_numpy(), frame["split"].to_numpy(), frame["doc_id"].to_numpy()
+groups = data.groups_of(frame)
+if p.split_seeds:  # probe.split_seeds: the same cells on each re-drawn split (text datasets; image ones have none)
+    redrawn = data.read_splits(snakemake.input.splits) if snakemake.input.splits else None
+    splits = {s: redrawn[data.split_column(s)].to_numpy() for s in p.split_seeds} if redrawn is not None else {}
 with atomic_path(snakemake.output[0], directory=True) as out:
     for pooling, binarize in p.cells:
         x = load_cell(snakemake.input.features, pooling, binarize, frame.height)
-        result, coef, intercept = fit_probe(x, y, split, n_classes=len(label_names), seed=p.seed, **p.probe)
+        result, coef, intercept = fit_probe(x, y, split, n_classes=len(label_names), seed=p.seed, groups=groups,
+                                            **p.probe)
         arrays = predictions.finish(result, y, split, doc_id, len(label_names), **p.bootstrap, seed=p.seed)
         predictions.save(cell_file(str(out), pooling, binarize, "predictions.npz"), arrays)
+        if p.split_seeds and splits:
+            rows = fit_on_splits(x, y, splits, n_classes=len(label_names), seed=p.seed, groups=groups, **p.probe)
+            cell = dict(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=pooling,
+                        binarize=binarize)
+            write_parquet(frame_of(rows, cell, SPLIT_SCHEMA), cell_file(str(out), pooling, binarize, "splits.parquet"))
         result.update(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=pooling,
                       binarize=binarize, threshold=parse_binarize(binarize), label_names=label_names, seed=p.seed)
         save_coef(cell_file(str(out), pooling, binarize, "coef.npz"), coef, intercept, label_names)

@@ -7,7 +7,8 @@ log = setup_logging(snakemake.log[0])
 frame, label_names = data.read(snakemake.input[0])
 tfidf = {k: v for k, v in snakemake.params.tfidf.items() if k != "enabled"}
 result = fit_tfidf(frame["text"].to_list(), frame["label"].to_numpy(), frame["split"].to_numpy(),
-                   n_classes=len(label_names), seed=snakemake.params.seed, **tfidf, **snakemake.params.probe)
+                   n_classes=len(label_names), seed=snakemake.params.seed, groups=data.groups_of(frame), **tfidf,
+                   **snakemake.params.probe)
 result.update(model=None, dataset=snakemake.wildcards.dataset, source="tfidf", layer=None, pooling=None,
               binarize=None, label_names=label_names, tfidf=tfidf, seed=snakemake.params.seed)
 y, split, doc_id = frame["label"].to_numpy(), frame["split"].to_numpy(), frame["doc_id"].to_numpy()

@@ -17,7 +17,7 @@ with atomic_path(snakemake.output[0], directory=True) as out:
         try:
             rows, report = transfer_matrix(x, dataset["label"].to_numpy(), dataset["split"].to_numpy(),
                                            dataset["lang"].to_list(), n_classes=len(label_names), probe=p.probe,
-                                           seed=p.seed)
+                                           seed=p.seed, groups=data.groups_of(dataset))
         except DataError as exc:
             raise DataError(f"transfer on {snakemake.input.features} {pooling}__{binarize} "
                             f"({snakemake.input.data}): {exc}") from None
