@@ -92,12 +92,11 @@ def _grid(tmp_path):
     rng = np.random.default_rng(1)
     noise = rng.normal(size=x.shape)
     folder = tmp_path / "probes"
-    paths = [
-        _write(folder, "sae_good", _cell("sae1"), x, y, split),                                   # signal: wins
-        _write(folder, "hidden_noise", _cell("hidden"), noise, y, split),                          # no signal: loses
-        _write(folder, "sae_l2", _cell("sae1", layer=2), noise, y, split),
-        _write(folder, "hidden_l2", _cell("hidden", layer=2), x, y, split),
-    ]
+    for name, cell, features in (("sae_good", _cell("sae1"), x),                       # signal: wins at layer 1
+                                 ("hidden_noise", _cell("hidden"), noise),             # no signal
+                                 ("sae_l2", _cell("sae1", layer=2), noise),
+                                 ("hidden_l2", _cell("hidden", layer=2), x)):          # layer 2: hidden wins
+        _write(folder, name, cell, features, y, split)
     tfidf = _write(tmp_path / "tfidf", "d", dict(dataset="d", model=None, source="tfidf", layer=None, pooling=None,
                                                   binarize=None), x[:, :3], y, split)
     return grid([folder, tfidf])

@@ -38,8 +38,8 @@ def summary(grid: pl.DataFrame, comparisons: pl.DataFrame, ksparse: pl.DataFrame
     """One row per (dataset, model, entry) as in the module docstring (schema :data:`SUMMARY_SCHEMA`)."""
     rows = []
     best_cmp = comparisons.filter(pl.col("scope") == "best")
-    for (dataset, model), sae in grid.filter((pl.col("family") == "sae") & (pl.col("probe") == "logreg")).group_by(
-            ["dataset", "model"], maintain_order=True):
+    sae_units = grid.filter((pl.col("family") == "sae") & (pl.col("probe") == "logreg")).select("dataset", "model")
+    for dataset, model in sae_units.unique(maintain_order=True).iter_rows():
         entries = []
         others = grid.filter((pl.col("dataset") == dataset) & ((pl.col("model") == model) | (pl.col("family") == "tfidf")))
         for (family, probe), part in others.group_by(["family", "probe"], maintain_order=True):
