@@ -148,7 +148,7 @@ def test_ksparse_tables_and_binarize_vs_ksparse(tmp_path):
     x, y, split = _problem()
     files = [_ksparse_file(tmp_path / "sae", "sae1", x, y, split), _ksparse_file(tmp_path / "hid", "hidden", x[:, ::-1], y, split)]
     df = ksparse_table(files)
-    assert df.height == 6 and df["features"].to_list()[:3] == [[0], [0, 1], [0, 1, 2]]
+    assert df.height == 6 and df["features"].to_list()[:3] == [[0], [0, 1], [0, 1, 2, 3, 4]]
     c = ksparse_comparisons(df, **BOOT)
     assert c["k"].to_list() == [1, 2, 5]
     assert c["verdict"][0] == "win"  # feature 0 carries the signal, the reversed hidden dims put it last
