@@ -106,6 +106,29 @@ def synthetic_sweep(repeats: int = 3) -> pl.DataFrame:
                                                 "pooling": pl.String, "binarize": pl.String})
 
 
+def synthetic_regimes(repeats: int = 3) -> pl.DataFrame:
+    """A sweep table with size, imbalance (binary 'jailbreak' only) and label-noise rows."""
+    size = synthetic_sweep(repeats).with_columns(regime=pl.lit("size"), value=pl.col("n_per_class").cast(pl.Float64))
+    rows = []
+    rng = np.random.default_rng(3)
+    for ds in ["jailbreak", "trec"]:
+        for model, source, family in (("m1", "m1_sae", "sae"), ("m1", "hidden", "hidden"), (None, "tfidf", "tfidf")):
+            for regime, values in (("imbalance", [0.05, 0.5, 0.95]), ("label_noise", [0.0, 0.2, 0.4])):
+                if regime == "imbalance" and ds == "trec":
+                    continue  # multiclass: skipped by the sweep
+                for value, rep in product(values, range(repeats)):
+                    layer = None if family == "tfidf" else 1
+                    rows.append(dict(model=model, dataset=ds, source=source, family=family, layer=layer,
+                                     pooling=None if family == "tfidf" else "top20",
+                                     binarize=None if family == "tfidf" else ("gt1" if family == "sae" else "raw"),
+                                     n_per_class=None, repeat=rep, n_train=60 if regime == "imbalance" else 200,
+                                     test_macro_f1=float(rng.uniform(0.4, 0.9)), test_accuracy=0.7, C=1.0,
+                                     regime=regime, value=value))
+    other = pl.DataFrame(rows, schema_overrides={"n_per_class": pl.Int64, "layer": pl.Int64, "model": pl.String,
+                                                 "pooling": pl.String, "binarize": pl.String})
+    return pl.concat([size, other.select(size.columns)])
+
+
 def synthetic_behaviour() -> pl.DataFrame:
     rows = []
     for ds, acc in (("piqa_s", 0.55), ("boolq_s", 0.6)):
@@ -187,6 +210,36 @@ def test_data_size_figure(tmp_path, repeats):
     _check_written(fig, tmp_path / "data_size")
 
 
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_regimes_figure(tmp_path, repeats):
+    sweep = synthetic_regimes(repeats)
+    fig = figures.make("regimes", {"sweep": sweep})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["jailbreak · imbalance", "jailbreak · label noise", "", "trec · label noise"]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.05", "0.5", "0.95"]
+    assert "N = 60" in ax.get_xlabel()
+    assert "binary datasets only" in fig.axes[2].texts[0].get_text()  # trec is multiclass
+    curves = {c.get_label(): c for c in ax.containers}  # one errorbar container per curve
+    assert set(curves) == {"m1 · m1_sae", "m1 · hidden", "TF-IDF"}
+    part = sweep.filter((pl.col("dataset") == "jailbreak") & (pl.col("source") == "m1_sae")
+                        & (pl.col("regime") == "imbalance") & (pl.col("value") == 0.05))["test_macro_f1"]
+    assert curves["m1 · m1_sae"].lines[0].get_ydata()[0] == pytest.approx(part.mean())
+    segment = curves["m1 · m1_sae"].lines[2][0].get_segments()[0]  # error bars: ± std over repeats
+    assert segment[1][1] - segment[0][1] == pytest.approx(2 * (part.std() if repeats > 1 else 0.0))
+    noise = fig.axes[1]
+    assert [t.get_text() for t in noise.get_xticklabels()] == ["0", "0.2", "0.4"]
+    _check_written(fig, tmp_path / "regimes")
+    # data_size draws the size regime only; its "all" point is not mixed with the regime rows.
+    size = figures.make("data_size", {"sweep": sweep})
+    sae = next(line for line in size.axes[0].get_lines() if line.get_label() == "m1 · m1_sae")
+    expected = sweep.filter((pl.col("dataset") == "jailbreak") & (pl.col("source") == "m1_sae")
+                            & (pl.col("regime") == "size") & pl.col("n_per_class").is_null())["test_macro_f1"].mean()
+    assert sae.get_ydata()[-1] == pytest.approx(expected)
+    empty = figures.make("regimes", {"sweep": sweep.filter(pl.col("regime") == "size")})
+    assert "no class-imbalance or label-noise rows" in empty.axes[0].texts[0].get_text()
+
+
 def test_behaviour_bars_use_cv_best_probe(tmp_path):
     fig = figures.behaviour_bars(synthetic_behaviour())
     ax = fig.axes[0]
@@ -227,6 +280,11 @@ def test_figure_plan_follows_config():
     more["behaviour"] = {"q": {"path": "q.parquet", "model": "m"}}
     plan = sg.figure_plan(sc.validate(more))
     assert plan["transfer_a"] == "transfer" and plan["data_size"] == "sweep" and plan["behaviour"] == "behaviour"
+    assert "regimes" not in plan  # no imbalance or label-noise values
+    for key in ("imbalance", "label_noise"):
+        regimes = copy.deepcopy(more)
+        regimes["sweep"][key] = [0.25]
+        assert sg.figure_plan(sc.validate(regimes))["regimes"] == "sweep"
     inputs = sg.Plan(cfg).top_feature_inputs()
     assert inputs["probes"] == [f"results/probes/m/{d}/s/layer_{L}" for d in "ab" for L in (0, 1)]
     assert inputs["tokens"] == ["results/tokens/m/a.parquet", "results/tokens/m/b.parquet"] and inputs["models"] == []

@@ -184,9 +184,10 @@ def test_sweep_fits_each_distinct_subsample_once():
     y, split = _labels()
     seen = []
 
-    def fit(s):
+    def fit(s, labels):
         seen.append(s.copy())
         assert set(s) <= {"train", "test", "unused"} and (s == "test").sum() == (split == "test").sum()
+        np.testing.assert_array_equal(labels, y)  # the size regime fits on the true labels
         return {"C": 1.0, "test": {"n": int((s == "test").sum()), "macro_f1": 0.5, "accuracy": 0.5}}
 
     counts = np.bincount(y[split == "train"])

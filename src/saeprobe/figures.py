@@ -68,8 +68,8 @@ def make(name: str, tables: dict[str, pl.DataFrame]) -> Figure:
         return transfer_matrices(tables["transfer"], name.removeprefix("transfer_"))
     makers: dict[str, tuple[str, Callable[[pl.DataFrame], Figure]]] = {
         "f1_by_layer": ("grid", f1_by_layer), "f1_by_width": ("grid", f1_by_width),
-        "pooling_binarize": ("grid", pooling_binarize), "data_size": ("sweep", data_size),
-        "behaviour": ("behaviour", behaviour_bars), "ksparse": ("ksparse", ksparse_curves),
+        "pooling_binarize": ("grid", pooling_binarize), "data_size": ("sweep", lambda t: data_size(size_rows(t))),
+        "regimes": ("sweep", regimes), "behaviour": ("behaviour", behaviour_bars), "ksparse": ("ksparse", ksparse_curves),
         "binarize_vs_ksparse": ("binarize_vs_ksparse", binarize_vs_ksparse),
     }
     if name not in makers:
@@ -470,6 +470,73 @@ def data_size(sweep: pl.DataFrame) -> Figure:
         ax.minorticks_off()
         _f1_panel(ax, ds, "training examples per class (log scale)",
                   list((sub["mean"] - sub["std"]).to_list()) + list((sub["mean"] + sub["std"]).to_list()))
+    _legend_below(fig, axes)
+    _suptitle(fig, title)
+    return fig
+
+
+REGIME_AXES = {"imbalance": "fraction of positive (label 1) train examples", "label_noise": "fraction of train labels flipped"}
+
+
+def size_rows(sweep: pl.DataFrame) -> pl.DataFrame:
+    """The size regime's rows of a sweep table (all rows of a table without a ``regime`` column)."""
+    if "regime" not in sweep.columns:
+        return sweep
+    return sweep.filter(pl.col("regime").is_null() | (pl.col("regime") == "size"))
+
+
+@_styled
+def regimes(sweep: pl.DataFrame) -> Figure:
+    """Mean ± std (over repeats, error bars) test macro F1 against the positive-class fraction
+    (class imbalance, subsample of N rows) and against the fraction of train labels flipped
+    (label noise).
+
+    One panel row per dataset, one column per regime present (imbalance, label noise), one line
+    per feature source as in :func:`data_size` (SAE solid, hidden states dashed, TF-IDF dotted).
+    A dataset without rows of a regime (imbalance on a multiclass dataset) gets a panel saying so.
+    """
+    title = "Test macro F1 under class imbalance and label noise (mean ± std over draws)"
+    if "regime" not in sweep.columns:
+        return _empty(title, "sweep.parquet has no regime column")
+    rows = sweep.filter(pl.col("regime").is_in(list(REGIME_AXES)))
+    if rows.is_empty():
+        return _empty(title, "sweep.parquet has no class-imbalance or label-noise rows")
+    keys = ["dataset", "family", "model", "source", "layer", "pooling", "binarize"]
+    agg = rows.group_by([*keys, "regime", "value"], maintain_order=True).agg(
+        pl.col("test_macro_f1").mean().alias("mean"), pl.col("test_macro_f1").std().fill_null(0.0).alias("std"),
+        pl.col("n_train").max().alias("n_train"))
+    agg = agg.with_columns(_family_rank().alias("_fam")).sort(["dataset", "_fam", "model", "source", "layer", "pooling",
+                                                             "binarize", "value"], nulls_last=True, maintain_order=True)
+    per_source = agg.group_by(["dataset", "model", "source"]).agg(
+        pl.col(k).n_unique() for k in ("layer", "pooling", "binarize"))
+    vary = {k for k in ("layer", "pooling", "binarize") if per_source.height and per_source[k].max() > 1}
+    agg = agg.with_columns(pl.struct(keys).map_elements(lambda r: _curve_label(r, vary), return_dtype=pl.String)
+                           .alias("label"))
+    colors = _color_map(agg["label"].to_list())
+    present = [r for r in REGIME_AXES if r in set(agg["regime"].to_list())]
+    datasets = rows["dataset"].unique(maintain_order=True).to_list()
+    fig, axes = _figure(len(datasets) * len(present), ncols=len(present))
+    for i, ds in enumerate(datasets):
+        for j, regime in enumerate(present):
+            ax = axes[i * len(present) + j]
+            sub = agg.filter((pl.col("dataset") == ds) & (pl.col("regime") == regime))
+            if sub.is_empty():
+                ax.set_axis_off()
+                why = "binary datasets only" if regime == "imbalance" else "no rows"
+                ax.text(0.5, 0.5, f"{ds}: no {regime.replace('_', ' ')} rows ({why})", ha="center", va="center",
+                        wrap=True, transform=ax.transAxes)
+                continue
+            for (label,), line in sub.group_by(["label"], maintain_order=True):
+                family = line["family"][0]
+                ax.errorbar(line["value"].to_numpy(), line["mean"].to_numpy(), yerr=line["std"].to_numpy(), marker="o",
+                            markersize=3.5, capsize=2.5, color=colors[label], label=label,
+                            linestyle={"sae": "-", "hidden": "--"}.get(family, ":"))
+            values = sorted(sub["value"].unique().to_list())
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.minorticks_off()
+            xlabel = REGIME_AXES[regime] + (f" (N = {int(sub['n_train'].max())})" if regime == "imbalance" else "")
+            _f1_panel(ax, f"{ds} · {regime.replace('_', ' ')}", xlabel,
+                      list((sub["mean"] - sub["std"]).to_list()) + list((sub["mean"] + sub["std"]).to_list()))
     _legend_below(fig, axes)
     _suptitle(fig, title)
     return fig

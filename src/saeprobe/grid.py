@@ -362,6 +362,7 @@ def figure_plan(config: dict[str, Any], plan: Plan | None = None) -> dict[str, s
     - ``f1_by_width``, ``pooling_binarize`` (grid): when the grid has SAE probes;
     - ``transfer_<dataset>`` (transfer): per ``transfer.datasets`` entry that has feature cells;
     - ``data_size`` (sweep): when the sweep has anything to run;
+    - ``regimes`` (sweep): besides, when ``sweep.imbalance`` or ``sweep.label_noise`` has values;
     - ``behaviour`` (behaviour): when ``behaviour`` has entries;
     - ``ksparse`` (ksparse), ``binarize_vs_ksparse`` (binarize_vs_ksparse): when the k-sparse stage has cells.
     """
@@ -379,6 +380,8 @@ def figure_plan(config: dict[str, Any], plan: Plan | None = None) -> dict[str, s
             figures[f"transfer_{ds}"] = "transfer"
     if config["sweep"]["datasets"] and plan.sweep_inputs:
         figures["data_size"] = "sweep"
+        if config["sweep"]["imbalance"] or config["sweep"]["label_noise"]:
+            figures["regimes"] = "sweep"
     if config["behaviour"]:
         figures["behaviour"] = "behaviour"
     if plan.stage_cells["ksparse"]:

@@ -1,7 +1,7 @@
-# Probe training-set size sweeps (saeprobe.sweep): data-size curves per feature store (every
-# (pooling, binarization) cell of `sweep:` on it in one job) and of the TF-IDF baseline;
-# sweep_table gathers them into the sweep table.
-SWEEP_SETTINGS = {k: config["sweep"][k] for k in ("sizes", "repeats")}
+# Probe data-regime sweeps (saeprobe.sweep): training-set size, class imbalance and label noise
+# curves per feature store (every (pooling, binarization) cell of `sweep:` on it in one job) and
+# of the TF-IDF baseline; sweep_table gathers them into the sweep table.
+SWEEP_SETTINGS = {k: config["sweep"][k] for k in ("sizes", "repeats", "imbalance", "label_noise")}
 
 
 rule sweep:

@@ -1,4 +1,5 @@
-"""Snakemake adapter: training-set size sweeps of the cells of one feature store (saeprobe.sweep)."""
+"""Snakemake adapter: data-regime sweeps (size, class imbalance, label noise) of the cells of one feature store
+(saeprobe.sweep)."""
 from saeprobe import data
 from saeprobe.cell_tables import frame, write_parquet
 from saeprobe.errors import DataError
@@ -14,14 +15,15 @@ dataset, label_names = data.read(snakemake.input.data)
 with atomic_path(snakemake.output[0], directory=True) as out:
     for pooling, binarize in p.cells:
         x = load_cell(snakemake.input.features, pooling, binarize, dataset.height)
+        report = {"sizes": p.sizes, "repeats": p.repeats, "imbalance": p.imbalance, "label_noise": p.label_noise,
+                  "seed": p.seed, "label_names": label_names}
         try:
             rows = sweep_features(x, dataset["label"].to_numpy(), dataset["split"].to_numpy(),
                                   n_classes=len(label_names), sizes=p.sizes, repeats=p.repeats, probe=p.probe,
-                                  seed=p.seed)
+                                  seed=p.seed, imbalance=p.imbalance, label_noise=p.label_noise, report=report)
         except DataError as exc:
             raise DataError(f"sweep on {snakemake.input.features} {pooling}__{binarize}: {exc}") from None
         cell = dict(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=pooling,
                     binarize=binarize)
-        write_parquet(frame(rows, cell, SWEEP_SCHEMA), cell_file(str(out), pooling, binarize, "parquet"),
-                      {"sizes": p.sizes, "repeats": p.repeats, "seed": p.seed, "label_names": label_names})
+        write_parquet(frame(rows, cell, SWEEP_SCHEMA), cell_file(str(out), pooling, binarize, "parquet"), report)
         log.info("%s__%s: %d sweep rows written", pooling, binarize, len(rows))

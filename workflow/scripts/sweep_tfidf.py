@@ -1,4 +1,5 @@
-"""Snakemake adapter: training-set size sweep of the TF-IDF baseline on one dataset (saeprobe.sweep)."""
+"""Snakemake adapter: data-regime sweeps (size, class imbalance, label noise) of the TF-IDF baseline on one dataset
+(saeprobe.sweep)."""
 from saeprobe import data
 from saeprobe.cell_tables import frame, write_parquet
 from saeprobe.errors import DataError
@@ -9,13 +10,14 @@ from saeprobe.sweep_tables import SWEEP_SCHEMA
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
 dataset, label_names = data.read(snakemake.input.data)
+report = {"sizes": p.sizes, "repeats": p.repeats, "imbalance": p.imbalance, "label_noise": p.label_noise, "seed": p.seed,
+          "label_names": label_names}
 try:
     rows = sweep_tfidf(dataset["text"].to_list(), dataset["label"].to_numpy(), dataset["split"].to_numpy(),
                        n_classes=len(label_names), tfidf=p.tfidf, sizes=p.sizes, repeats=p.repeats, probe=p.probe,
-                       seed=p.seed)
+                       seed=p.seed, imbalance=p.imbalance, label_noise=p.label_noise, report=report)
 except DataError as exc:
     raise DataError(f"TF-IDF sweep on {snakemake.input.data}: {exc}") from None
 cell = dict(model=None, dataset=snakemake.wildcards.dataset, source="tfidf", layer=None, pooling=None, binarize=None)
-write_parquet(frame(rows, cell, SWEEP_SCHEMA), snakemake.output[0],
-              {"sizes": p.sizes, "repeats": p.repeats, "seed": p.seed, "label_names": label_names})
+write_parquet(frame(rows, cell, SWEEP_SCHEMA), snakemake.output[0], report)
 log.info("%d sweep rows written", len(rows))
