@@ -19,7 +19,8 @@ with atomic_path(snakemake.output[0], directory=True) as out:
                   "seed": p.seed, "label_names": label_names}
         try:
             rows = sweep_features(x, dataset["label"].to_numpy(), dataset["split"].to_numpy(),
-                                  n_classes=len(label_names), sizes=p.sizes, repeats=p.repeats, probe=p.probe,
+                                  n_classes=len(label_names), sizes=p.sizes, repeats=p.repeats,
+                                  probe={**p.probe, "groups": data.groups_of(dataset)},
                                   seed=p.seed, imbalance=p.imbalance, label_noise=p.label_noise, report=report)
         except DataError as exc:
             raise DataError(f"sweep on {snakemake.input.features} {pooling}__{binarize}: {exc}") from None

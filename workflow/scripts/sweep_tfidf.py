@@ -14,7 +14,8 @@ report = {"sizes": p.sizes, "repeats": p.repeats, "imbalance": p.imbalance, "lab
           "label_names": label_names}
 try:
     rows = sweep_tfidf(dataset["text"].to_list(), dataset["label"].to_numpy(), dataset["split"].to_numpy(),
-                       n_classes=len(label_names), tfidf=p.tfidf, sizes=p.sizes, repeats=p.repeats, probe=p.probe,
+                       n_classes=len(label_names), tfidf=p.tfidf, sizes=p.sizes, repeats=p.repeats,
+                       probe={**p.probe, "groups": data.groups_of(dataset)},
                        seed=p.seed, imbalance=p.imbalance, label_noise=p.label_noise, report=report)
 except DataError as exc:
     raise DataError(f"TF-IDF sweep on {snakemake.input.data}: {exc}") from None
