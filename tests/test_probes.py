@@ -60,7 +60,14 @@ def test_probe_is_deterministic():
     x, y, split = _problem(sparse=True)
     a = fit_probe(x, y, split, Cs=[0.1, 1.0], cv_folds=3, seed=1)[0]
     b = fit_probe(x, y, split, Cs=[0.1, 1.0], cv_folds=3, seed=1)[0]
+    pa, pb = a.pop("predictions"), b.pop("predictions")
     assert a == b
+    for name in ("validation", "test"):
+        np.testing.assert_array_equal(pa[name][0], pb[name][0])
+        np.testing.assert_array_equal(pa[name][1], pb[name][1])
+    # The stored predictions are what the scores were computed from.
+    assert pa["test"][1].shape == (int((split == "test").sum()), 3)
+    assert np.mean(pa["test"][0] == y[split == "test"]) == a["test"]["accuracy"]
 
 
 def test_binary_probe_and_tfidf():
@@ -143,7 +150,10 @@ def test_fit_probe_without_groups_is_unchanged():
     x, y, split = _problem(seed=5)
     kw = dict(Cs=[0.01, 0.1, 1.0], cv_folds=3, seed=3)
     res, coef, intercept = fit_probe(x, y, split, **kw)
-    assert fit_probe(x, y, split, groups=None, **kw)[0] == res and "cv_groups" not in res
+    res.pop("predictions")
+    again = fit_probe(x, y, split, groups=None, **kw)[0]
+    again.pop("predictions")
+    assert again == res and "cv_groups" not in res
     train = split == "train"
     ref = Pipeline([("scale", StandardScaler()), ("logreg", LogisticRegressionCV(
         Cs=kw["Cs"], l1_ratios=(0.0,), cv=StratifiedKFold(n_splits=3, shuffle=True, random_state=3), scoring=MACRO_F1,

@@ -125,11 +125,15 @@ def test_best_sae_probe_is_chosen_on_cv():
     grid = pl.DataFrame({
         "dataset": ["d", "d", "d", "d"], "family": ["sae", "sae", "hidden", "sae"],
         "source": ["s", "s", "hidden", "t"], "model": ["m"] * 4, "layer": [1, 2, 1, 1],
-        "pooling": ["mean", "max", "mean", "sum"], "binarize": ["raw", "gt1", "raw", "raw"],
+        "pooling": ["mean", "max", "mean", "sum"], "binarize": [None, 1.0, None, None],
         "cv_macro_f1": [0.8, 0.7, 0.99, 0.6], "test_macro_f1": [0.5, 0.99, 0.9, 0.6], "n_features": [64, 64, 32, 16],
+        "probe": ["logreg"] * 4,
     })
     best = tf.best_sae_probes(grid)
     assert best.select("source", "layer", "pooling").rows() == [("s", 1, "mean"), ("t", 1, "sum")]
+    # A strong baseline on SAE features (e.g. MOSAIC's tree) has no linear weights: never chosen here.
+    tree = grid.with_columns(probe=pl.Series(["decision_tree", "logreg", "logreg", "logreg"]))
+    assert tf.best_sae_probes(tree).select("source", "layer").rows() == [("s", 2), ("t", 1)]
     assert tf.best_sae_probes(grid, ["other"]).is_empty()
 
 
@@ -175,7 +179,7 @@ def test_contexts_end_to_end_with_a_real_tokenizer(tmp_path, tokenizer):
     frame = pl.DataFrame({"doc_id": np.arange(4), "label": [0, 1, 0, 1], "split": ["train", "test", "train", "test"]})
     coef = np.zeros((1, d_sae))
     coef[0, 3], coef[0, 0], coef[0, 5] = 2.0, -1.0, 0.5
-    probe = {"dataset": "d", "model": "m", "source": "s", "layer": 1, "pooling": "mean", "binarize": "raw",
+    probe = {"dataset": "d", "model": "m", "source": "s", "layer": 1, "pooling": "mean", "binarize": None,
              "cv_macro_f1": 0.8, "test_macro_f1": 0.7}
     rows = tf.feature_rows(probe, coef, ["story", "dragon"], store, top_n=2, contexts=3, context_tokens=6,
                            docs=frame, tokens_path=tmp_path / "tokens.parquet", decode=tf.tokenizer_decoder(tokenizer),

@@ -68,7 +68,9 @@ def test_flipped_language_transfers_badly_and_matrix_is_square():
     md = transfer_markdown(frame(rows, CELL, TRANSFER_SCHEMA))
     table = [line for line in md.splitlines() if line.startswith("|")]
     assert table[0].split("|")[2:5] == [" de    ", " en    ", " fr    "]
-    assert len(table) == 2 + 3  # header, rule, 3 train languages
+    assert len(table) == 2 + 3 + 1  # header, rule, 3 train languages, the majority-class row
+    assert table[-1].startswith("| majority class")
+    assert all(r["majority_macro_f1"] < 0.5 and r["flag"] in (None, "at_or_below_majority") for r in rows)
     assert f"{m[('en', 'de')]['macro_f1']:.3f}" in table[3]
 
 

@@ -44,7 +44,7 @@ def describe(row: dict[str, Any]) -> str:
     parts = [row["source"], f"L{row['layer']}", row["pooling"]]
     if row.get("binarize") is not None:
         parts.append(f">{row['binarize']:g}")
-    if row.get("probe", "logreg") != "logreg":
+    if row.get("probe") not in (None, "logreg"):
         parts.append(row["probe"])
     if row.get("k") is not None:
         parts.append(f"k={row['k']}")
