@@ -162,7 +162,7 @@ def test_ksparse_tables_and_binarize_vs_ksparse(tmp_path):
     assert versus.height == 3 and versus["threshold"].to_list() == [1.0] * 3
     assert versus.filter("matched")["k"].to_list() == [2]  # smallest k >= 1.5
     s = summary(_grid(tmp_path / "g2"), comparisons(_grid(tmp_path / "g2"), **BOOT), df)
-    assert "sae · k-sparse mean_diff k=1" in s["entry"].to_list()
+    assert "sae · k-sparse k=1" in s["entry"].to_list()
     md = summary_markdown(s, comparisons(_grid(tmp_path / "g2"), **BOOT), c, 0.95)
     assert "Win / tie / loss" in md and "k-sparse" in md
 

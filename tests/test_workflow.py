@@ -72,6 +72,11 @@ def run(tmp_path_factory, tiny_gemma2, jumprelu_dir):
         },
         "features": {"poolings": ["mean", "top2"], "binarize": [None, 0.5], "hidden_poolings": ["last"]},
         "probe": {"Cs": [0.1, 1.0], "cv_folds": 3},
+        "bootstrap": {"resamples": 200},
+        "ksparse": {"datasets": ["jailbreak"], "rankings": ["mean_diff", "l1"], "ks": [1, 4], "poolings": ["top2"],
+                    "hidden_poolings": ["last"]},
+        "baselines": {"datasets": ["jailbreak"], "methods": ["decision_tree"], "sae_methods": [],
+                      "hidden_poolings": ["last"]},
     }
     write_config(workdir, cfg)
     proc = snakemake(workdir)
@@ -83,12 +88,24 @@ def test_run_produces_tables_and_stage_outputs(run):
     assert "tables are in results/tables/" in proc.stdout + proc.stderr
     res = workdir / "results"
     grid = pl.read_parquet(res / "tables" / "grid.parquet")
-    assert grid.height == 2 * 2 * 2 + 2 + 1  # SAE probes + hidden probes + TF-IDF
+    assert grid.height == 2 * 2 * 2 + 2 + 1 + 2  # SAE probes + hidden probes + TF-IDF + hidden decision trees
     assert set(grid["family"]) == {"sae", "hidden", "tfidf"}
+    assert grid.filter(pl.col("probe") == "decision_tree")["source"].to_list() == ["hidden", "hidden"]
     assert grid["test_macro_f1"].is_between(0, 1).all() and (grid["n_test"] == 30).all()
+    assert ((grid["test_macro_f1_lo"] <= grid["test_macro_f1"]) & (grid["test_macro_f1"] <= grid["test_macro_f1_hi"])).all()
+    assert grid["majority_macro_f1"].n_unique() == 1
     best = pl.read_csv(res / "tables" / "best.csv")
     assert set(best["family"]) == {"sae", "hidden", "tfidf"}
+    assert best.filter(pl.col("family") == "sae")["vs_hidden_verdict"].is_in(["win", "tie", "loss"]).all()
     assert (res / "tables" / "best.md").read_text().count("|") > 10
+    assert set(pl.read_csv(res / "tables" / "best_on_test.csv")["selected_on"]) == {"test"}
+    ks = pl.read_parquet(res / "tables" / "ksparse.parquet")
+    assert set(ks["k"]) == {1, 4} and set(ks["ranking"]) == {"mean_diff", "l1"}
+    assert ks["features"].list.len().to_list() == ks["k"].to_list()
+    assert pl.read_parquet(res / "tables" / "binarize_vs_ksparse.parquet").height > 0
+    assert "Win / tie / loss" in (res / "tables" / "summary.md").read_text()
+    for name in ("ksparse", "binarize_vs_ksparse"):
+        assert (res / "figures" / f"{name}.png").stat().st_size > 5000
     acts = zarr.open_group(str(res / "activations" / "tiny_gemma2" / "jailbreak.zarr"), mode="r")
     assert acts.attrs["attn_implementation"] == "eager"  # Gemma 2 soft-capping honoured
     assert acts.attrs["hook_point"] == "blocks.{layer}.hook_resid_post"
@@ -113,15 +130,17 @@ def test_rerun_plans_only_what_changed(run):
     changed = json.loads(json.dumps(cfg))
     changed["probe"]["Cs"] = [0.5, 2.0]
     write_config(workdir, changed)
-    report = {"figures", "top_features", "report_tables"}  # everything drawn from the tables
-    assert set(planned(workdir)) == {"fit_probe", "fit_tfidf", "tables", "all"} | report
+    report = {"figures", "top_features", "report_tables", "summary"}  # everything drawn from the tables
+    assert set(planned(workdir)) == {"fit_probe", "fit_tfidf", "ksparse", "ksparse_tables", "tables", "all"} | report
 
     changed = json.loads(json.dumps(cfg))
     changed["saes"]["topk"]["train"]["k"] = 3
     write_config(workdir, changed)
     jobs = planned(workdir)
-    assert set(jobs) == {"train_sae", "encode_sae", "pool", "fit_probe", "tables", "all"} | report
+    assert set(jobs) == {"train_sae", "encode_sae", "pool", "fit_probe", "ksparse", "ksparse_tables", "tables",
+                         "all"} | report
     assert jobs["encode_sae"] == 1 and jobs["fit_probe"] == 1  # only the topk SAE's branch (one job: its 4 cells)
+    assert jobs["ksparse"] == 1
 
     write_config(workdir, cfg)
     assert planned(workdir) == {}

@@ -315,8 +315,10 @@ def paired_difference(y: Any, a: tuple[Any, Any], b: tuple[Any, Any], n_classes:
 
     Both probes are scored on the same stratified resamples, and ``d`` is the (B,) array of their
     per-resample differences. ``ci`` is the percentile interval of ``d``. The two-sided p-value is
-    ``min(1, 2 * min(P(d <= 0), P(d >= 0)))`` with P the fraction of resamples: how often the
-    resampled difference falls on the far side of 0, doubled (with every ``d == 0`` it is exactly 1).
+    ``min(1, 2 * min(P(d <= 0), P(d >= 0)))`` with P the add-one fraction of resamples,
+    ``(#{d <= 0} + 1) / (B + 1)`` (Davison & Hinkley 1997, §4.4: a bootstrap p-value is never 0;
+    the smallest is ``2 / (B + 1)``): how often the resampled difference falls on the far side of
+    0, doubled (with every ``d == 0`` it is exactly 1).
     This is the p-value dual to the percentile interval — ``p < 1 - level`` when the interval
     excludes 0, up to the quantile interpolation — rather than Koehn's one-sided win fraction or
     Berg-Kirkpatrick et al.'s test against the resampled differences shifted to mean 0. The verdict
@@ -353,7 +355,8 @@ def paired_difference(y: Any, a: tuple[Any, Any], b: tuple[Any, Any], n_classes:
         raise DataError("metric: expected a metric defined on y; AUROC needs at least two classes in y")
     d = resampled[0] - resampled[1]
     lo, hi = interval(d, level)
-    p = min(1.0, 2.0 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
+    b = len(d)
+    p = min(1.0, 2.0 * min(float((np.sum(d <= 0) + 1) / (b + 1)), float((np.sum(d >= 0) + 1) / (b + 1))))
     verdict = "win" if lo > 0 else "loss" if hi < 0 else "tie"
     return {"metric": metric, "difference": full[0] - full[1], "ci": [lo, hi], "p_value": p, "verdict": verdict}
 

@@ -47,7 +47,7 @@ def describe(row: dict[str, Any]) -> str:
     if row.get("probe") not in (None, "logreg"):
         parts.append(row["probe"])
     if row.get("k") is not None:
-        parts.append(f"k={row['k']}")
+        parts.append(f"k={row['k']}" + (f" {row['ranking']}" if row.get("ranking") else ""))
     return " ".join(str(p) for p in parts)
 
 

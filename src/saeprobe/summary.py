@@ -4,7 +4,8 @@ Built from the tables of :mod:`saeprobe.tables`, :mod:`saeprobe.comparisons` and
 :mod:`saeprobe.ksparse_tables` (no probe is refitted, nothing is selected on test):
 
 - per (dataset, model), every family and probe kind's CV-selected configuration — SAE and
-  hidden-state linear probes, TF-IDF, each strong baseline, and the k-sparse probes at each k —
+  hidden-state linear probes, TF-IDF, each strong baseline, and the k-sparse probes at each k
+  (the CV-best ranking, source, layer and pooling at that k) —
   with its test macro F1 and interval, sorted best first, with the SAE probe's paired verdict
   against it (win / tie / loss: the interval of SAE − it excludes 0, or not);
 - win / tie / loss counts of the SAE probe across datasets, models and layers
@@ -51,10 +52,10 @@ def summary(grid: pl.DataFrame, comparisons: pl.DataFrame, ksparse: pl.DataFrame
             entries.append((name, row, verdict.row(0, named=True) if verdict.height else None))
         if ksparse is not None and not ksparse.is_empty():
             ks = ksparse.filter((pl.col("dataset") == dataset) & (pl.col("model") == model))
-            for (family, ranking, k), part in ks.group_by(["family", "ranking", "k"], maintain_order=True):
-                row = _cv_best(part)
+            for (family, k), part in ks.group_by(["family", "k"], maintain_order=True):
+                row = _cv_best(part)  # over sources, layers, poolings and rankings
                 assert row is not None
-                entries.append((f"{family} · k-sparse {ranking} k={k}", {**row, "probe": "logreg"}, None))
+                entries.append((f"{family} · k-sparse k={k}", {**row, "probe": "logreg"}, None))
         for name, row, cmp in entries:
             rows.append({"dataset": dataset, "model": model, "entry": name, "configuration": describe(row),
                          "test_macro_f1": row["test_macro_f1"], "test_macro_f1_lo": row["test_macro_f1_lo"],

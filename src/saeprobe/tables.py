@@ -193,15 +193,19 @@ def markdown(df: pl.DataFrame, float_precision: int = 3) -> str:
 def write_table(df: pl.DataFrame, stem: str | Path, title: str = "", md: str | None = None) -> None:
     """Write ``df`` as ``stem``.parquet, .csv and .md, each atomically.
 
-    The Markdown is ``md`` when given, else ``title`` over :func:`markdown` of ``df``.
+    The Markdown is ``md`` when given, else ``title`` over :func:`markdown` of ``df``. List
+    columns are written as space-separated text in the CSV and Markdown.
     """
     stem = Path(stem)
     with atomic_path(stem.with_suffix(".parquet")) as tmp:
         df.write_parquet(tmp)
+    # CSV holds no nested data: a list column (e.g. k-sparse feature ids) becomes space-separated text.
+    flat = df.with_columns(pl.col(c).list.eval(pl.element().cast(pl.String)).list.join(" ")
+                           for c, dtype in df.schema.items() if isinstance(dtype, pl.List))
     with atomic_path(stem.with_suffix(".csv")) as tmp:
-        df.write_csv(tmp)
+        flat.write_csv(tmp)
     with atomic_path(stem.with_suffix(".md")) as tmp:
-        tmp.write_text(md if md is not None else (f"# {title}\n\n" if title else "") + markdown(df))
+        tmp.write_text(md if md is not None else (f"# {title}\n\n" if title else "") + markdown(flat))
 
 
 def stage_times(benchmark_dir: str | Path = layout.BENCHMARKS) -> pl.DataFrame:
