@@ -211,3 +211,17 @@ def test_active_columns_and_quantile_bins():
         assert len(np.unique(codes[:, j])) == 16
         order = np.argsort(z[:, j])
         assert np.all(np.diff(codes[order, j]) >= 0)  # monotone: the splits of the raw values
+
+
+def test_grouped_cv_keeps_groups_whole():
+    """With groups (group_column) the CV folds are StratifiedGroupKFold: the fold count follows the
+    train groups, and a class found in a single train group cannot be cross-validated."""
+    x, y = _dense()
+    groups = np.arange(len(y)) % 6  # 6 groups, every class in several of them
+    result = fit_baseline("decision_tree", x, y, SPLIT, n_classes=3, seed=0, cv_folds=5, groups=groups)
+    assert result["cv_folds"] == 5
+    few = np.where(np.arange(len(y)) % 2 == 0, 0, 1)  # 2 train groups: at most 2 folds
+    assert fit_baseline("knn", x, y, SPLIT, n_classes=3, seed=0, cv_folds=5, groups=few)["cv_folds"] == 2
+    lonely = np.where(y == 0, 7, groups)  # class 0 lives in one group only
+    with pytest.raises(DataError, match="single train group"):
+        fit_baseline("knn", x, y, SPLIT, n_classes=3, seed=0, groups=lonely)

@@ -331,7 +331,7 @@ def _grid(name: str, grid: dict[str, list[Any]] | None) -> dict[str, list[Any]]:
 
 def select_and_fit(name: str, x: Any, y: np.ndarray, train: np.ndarray, *, n_classes: int, seed: int = 42,
                    cv_folds: int = 5, n_jobs: int = 1, grid: dict[str, list[Any]] | None = None,
-                   ) -> tuple[Pipeline, dict[str, Any]]:
+                   groups: np.ndarray | None = None) -> tuple[Pipeline, dict[str, Any]]:
     """Grid-search baseline ``name`` by stratified CV on the rows ``train``; refit the best on all of them.
 
     Args:
@@ -344,6 +344,8 @@ def select_and_fit(name: str, x: Any, y: np.ndarray, train: np.ndarray, *, n_cla
         grid: replaces the baseline's default grid (:attr:`Baseline.grid`): short name -> list of
             values, names from :attr:`Baseline.keys` (e.g. ``{"max_leaf_nodes": [7, 31]}``; list
             values such as hidden_layer_sizes [128] become tuples).
+        groups: (n_docs,) group ids (``group_column``): the CV folds keep each group together
+            (:func:`saeprobe.probes._cv`).
     Returns:
         (fitted pipeline, selection record: baseline, params (best, short names, JSON types), C,
         cv_macro_f1 / cv_macro_f1_std (mean / std over folds of the best candidate), cv_scores
@@ -367,14 +369,16 @@ def select_and_fit(name: str, x: Any, y: np.ndarray, train: np.ndarray, *, n_cla
     present = np.unique(y_train)
     if len(present) < 2:
         raise DataError("the train split has a single class")
-    cv = _cv(y_train, cv_folds, seed)  # DataError for a class with a single train example
+    groups_train = None if groups is None else np.asarray(groups)[train]
+    splitter = _cv(y_train, cv_folds, seed, groups_train)  # DataError for a class with a single train example
+    cv = list(splitter.split(np.zeros(len(y_train)), y_train, groups_train))
     if len(present) < n_classes:
         missing = sorted(set(range(n_classes)) - set(present.tolist()))
         raise DataError(f"classes {missing} have no train rows; the baselines need every class in train")
     sparse = sp.issparse(x_train)
     shape = FitShape(seed=seed, sparse=sparse, n_features=int(x_train.shape[1]), n_classes=n_classes,
-                     min_fold_train=min(len(tr) for tr, _ in cv.split(np.zeros(len(y_train)), y_train)),
-                     early_stopping=early_stopping_ok(y_train, cv.n_splits))
+                     min_fold_train=min(len(tr) for tr, _ in cv),
+                     early_stopping=early_stopping_ok(y_train, len(cv)))
     spec = BASELINES[name]
     estimator = spec.build(shape)
     param_grid = {spec.keys[k]: _capped(k, v, shape) for k, v in _grid(name, grid).items()}
@@ -402,7 +406,7 @@ def select_and_fit(name: str, x: Any, y: np.ndarray, train: np.ndarray, *, n_cla
         "cv_macro_f1_std": float(res["std_test_score"][best]),
         "cv_scores": [{"params": named(p), "mean": float(m), "std": float(s)}
                       for p, m, s in zip(res["params"], res["mean_test_score"], res["std_test_score"], strict=True)],
-        "cv_folds": int(cv.n_splits),
+        "cv_folds": len(cv),
         "n_train": int(train.sum()),
         "n_features": shape.n_features,
         "early_stopping": shape.early_stopping if name in ("hist_gradient_boosting", "mlp") else None,
@@ -430,7 +434,8 @@ def _fit_info(model: Pipeline) -> dict[str, Any]:
 
 
 def fit_baseline(name: str, x: Any, y: np.ndarray, split: np.ndarray, *, n_classes: int, seed: int = 42,
-                 cv_folds: int = 5, n_jobs: int = 1, grid: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+                 cv_folds: int = 5, n_jobs: int = 1, grid: dict[str, list[Any]] | None = None,
+                 groups: np.ndarray | None = None) -> dict[str, Any]:
     """Fit baseline ``name`` (hyper-parameters chosen by CV on the train split) and score it on validation and test.
 
     Args:
@@ -440,7 +445,7 @@ def fit_baseline(name: str, x: Any, y: np.ndarray, split: np.ndarray, *, n_class
             and selected on, 'validation' (optional) and 'test' rows are scored, any other value
             (e.g. 'unused') is ignored.
         n_classes: the dataset's classes; all of them must occur in train.
-        seed, cv_folds, n_jobs, grid: as in :func:`select_and_fit`.
+        seed, cv_folds, n_jobs, grid, groups: as in :func:`select_and_fit`.
     Returns:
         The :func:`select_and_fit` record plus ``validation`` (if any rows) and ``test``: the
         :func:`saeprobe.probes._metrics` dicts (n, macro_f1, missing_classes, accuracy, auroc,
@@ -459,7 +464,7 @@ def fit_baseline(name: str, x: Any, y: np.ndarray, split: np.ndarray, *, n_class
     if not train.any() or not test.any():
         raise DataError(f"need train and test rows, got {int(train.sum())} train and {int(test.sum())} test")
     model, result = select_and_fit(name, x, y, train, n_classes=n_classes, seed=seed, cv_folds=cv_folds, n_jobs=n_jobs,
-                                   grid=grid)
+                                   grid=grid, groups=groups)
     result["predictions"] = {}
     for part, mask in (("validation", split == "validation"), ("test", test)):
         if mask.any():

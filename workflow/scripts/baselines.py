@@ -14,7 +14,8 @@ with atomic_path(snakemake.output[0], directory=True) as out:
     for pooling, binarize in p.cells:
         x = load_cell(snakemake.input.features, pooling, binarize, frame.height)
         for method in p.methods:
-            result = fit_baseline(method, x, y, split, n_classes=len(label_names), seed=p.seed, cv_folds=p.cv_folds)
+            result = fit_baseline(method, x, y, split, n_classes=len(label_names), seed=p.seed, cv_folds=p.cv_folds,
+                                  groups=data.groups_of(frame))
             arrays = predictions.finish(result, y, split, doc_id, len(label_names), **p.bootstrap, seed=p.seed)
             predictions.save(cell_file(str(out), pooling, binarize, f"{method}.predictions.npz"), arrays)
             result.update(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=pooling,
