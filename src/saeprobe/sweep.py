@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from saeprobe.bootstrap import majority_scores
 from saeprobe.errors import DataError
 from saeprobe.probes import as_features, fit_probe, fit_tfidf
 from saeprobe.transfer import train_problem
@@ -279,6 +280,8 @@ def sweep(fit: Callable[[np.ndarray, np.ndarray], dict[str, Any]], y: np.ndarray
     if not test.any():
         raise DataError("the sweep needs test rows; the dataset has none")
     cache: dict[bytes, dict[str, Any]] = {}
+    n_classes_all = int(n_classes) if n_classes is not None else int(y.max()) + 1
+    majority = majority_scores(y[test], n_classes_all)["macro_f1"]  # what every row must beat (same test split)
 
     def run(mask: np.ndarray, labels: np.ndarray, what: str) -> dict[str, Any]:
         key = mask.tobytes() + labels.tobytes()
@@ -297,7 +300,7 @@ def sweep(fit: Callable[[np.ndarray, np.ndarray], dict[str, Any]], y: np.ndarray
         return {"regime": regime, "value": value, "n_per_class": n, "repeat": r, "n_train": int(mask.sum()),
                 "n_test": result["test"]["n"], "test_macro_f1": result["test"]["macro_f1"],
                 "test_accuracy": result["test"]["accuracy"], "C": result["C"], "subsample": sid, "n_positive": None,
-                "n_flipped": None, **extra}
+                "n_flipped": None, "majority_macro_f1": majority, **extra}
 
     rows = []
     for n in sizes:

@@ -25,6 +25,7 @@ SWEEP_SCHEMA: dict[str, Any] = {
     **CELL_SCHEMA, "n_per_class": pl.Int64, "repeat": pl.Int64, "n_train": pl.Int64, "n_test": pl.Int64,
     "test_macro_f1": pl.Float64, "test_accuracy": pl.Float64, "C": pl.Float64, "subsample": pl.String,
     "regime": pl.String, "value": pl.Float64, "n_positive": pl.Int64, "n_flipped": pl.Int64,
+    "majority_macro_f1": pl.Float64,  # the majority-class predictor's test macro F1 (the same for every row of a dataset)
 }
 REGIME_ORDER = {"size": 0, "imbalance": 1, "label_noise": 2}
 _SORT_CELL = ["dataset", "model", "family", *CELL_KEYS[2:]]
