@@ -205,3 +205,28 @@ def test_source_splits_are_kept_and_groups_across_them_warned(tmp_path, caplog):
     assert report["groups"] == {"column": "tpl", "n_groups": 10, "n_across_splits": 5,
                                 "per_split": {"train": 8, "validation": 0, "test": 7}}
     assert "5 of 10 groups of column 'tpl' (group_column) span more than one" in caplog.text
+
+
+def test_redrawn_splits_are_new_draws_of_the_same_documents(tmp_path):
+    """probe.split_seeds: each seed's split is what `seed: <s>` would draw; the documents never change."""
+    path = write_parquet(tmp_path, random_label_frame(300))
+    spec = {"path": path, "split_column": None, "test_fraction": 0.2}
+    prepared, _, _ = data.prepare(spec, "d", seed=42)
+    splits = data.redraw_splits(spec, "d", prepared, [1, 2])
+    assert splits.columns == ["doc_id", data.split_column(1), data.split_column(2)]
+    assert splits["doc_id"].to_list() == prepared["doc_id"].to_list()
+    one = splits[data.split_column(1)]
+    assert one.to_list() == data.prepare(spec, "d", seed=1)[0]["split"].to_list()
+    assert one.to_list() != prepared["split"].to_list() and one.to_list() != splits[data.split_column(2)].to_list()
+    assert (one == "test").sum() == 60
+    data.write_splits(splits, tmp_path / "s.parquet")
+    assert data.read_splits(tmp_path / "s.parquet").equals(splits)
+
+
+def test_source_splits_are_not_redrawn(tmp_path, caplog):
+    spec = {"path": str(DATA / "trec.parquet")}
+    prepared, _, _ = data.prepare(spec, "trec", seed=42)
+    with caplog.at_level(logging.WARNING, logger="saeprobe"):
+        splits = data.redraw_splits(spec, "trec", prepared, [3])
+    assert splits[data.split_column(3)].to_list() == prepared["split"].to_list()
+    assert "comes from the source" in caplog.text

@@ -2,10 +2,11 @@
 
 import json
 
+import numpy as np
+import polars as pl
+import pytest
 
 from saeprobe.io import write_json
-import polars as pl
-
 from saeprobe.tables import MIN_ACTIVE_FEATURES, best, flags, grid, markdown, stage_times
 
 
@@ -74,3 +75,19 @@ def test_stage_times(tmp_path):
     assert t.row(0, named=True) == {"stage": "pool", "jobs": 2, "total_s": 5.0, "longest_s": 3.0, "peak_rss_mb": 100.0}
     assert json.dumps(t.to_dicts())  # plain types
     assert stage_times(tmp_path / "none").height == 0
+
+
+def test_grid_splits_mean_and_std_over_redrawn_splits(tmp_path):
+    from saeprobe.cell_tables import frame, write_parquet
+    from saeprobe.tables import SPLIT_SCHEMA, grid_splits
+
+    folder = tmp_path / "unit"
+    folder.mkdir()
+    cell = dict(model="m", dataset="d", source="s", layer=1, pooling="mean", binarize="gt1")
+    rows = [dict(split_seed=s, C=1.0, cv_macro_f1=0.7, test_macro_f1=f, test_accuracy=f, test_auroc=None, n_train=80,
+                 n_test=20) for s, f in ((1, 0.6), (2, 0.8))]
+    write_parquet(frame(rows, cell, SPLIT_SCHEMA), folder / "mean__gt1.splits.parquet")
+    (folder / "mean__gt1.json").write_text("{}")  # the cell's own result is not a split file
+    out = grid_splits([folder]).row(0, named=True)
+    assert out["splits"] == 2 and out["test_macro_f1_mean"] == pytest.approx(0.7)
+    assert out["test_macro_f1_std"] == pytest.approx(np.std([0.6, 0.8], ddof=1)) and out["binarize"] == 1.0
