@@ -64,10 +64,12 @@ def synthetic_codes(n_docs: int = 20000, width: int = 65536, active: int = 64, s
 
 
 def config_defaults() -> dict[str, Any]:
-    """The ``probe`` section's defaults from the config schema (what a run uses unless told otherwise)."""
+    """The ``probe`` section's solver defaults from the config schema (what a run uses unless told otherwise);
+    ``split_seeds`` is not a fit setting (it picks extra splits)."""
     from saeprobe.config import load_schema
 
-    return {k: v["default"] for k, v in load_schema()["properties"]["probe"]["properties"].items() if "default" in v}
+    return {k: v["default"] for k, v in load_schema()["properties"]["probe"]["properties"].items()
+            if "default" in v and k != "split_seeds"}
 
 
 def run(n_docs: int = 20000, width: int = 65536, active: int = 64, threads: int = 2, seed: int = 0,

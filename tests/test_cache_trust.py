@@ -59,7 +59,7 @@ def test_user_config_plans_only_its_own_jobs(tmp_path):
     jobs = job_counts(proc.stdout)
     # 1 dataset x 1 model x 2 layers = 2 feature stores (2 hidden poolings each: one pool and one probe job per store), plus TF-IDF.
     assert jobs == {"prepare_dataset": 1, "tokenize": 1, "extract_activations": 1, "pool": 2, "fit_probe": 2,
-                    "fit_tfidf": 1, "tables": 1, "figures": 1, "report_tables": 1, "all": 1}
+                    "fit_tfidf": 1, "tables": 1, "summary": 1, "figures": 1, "report_tables": 1, "all": 1}
     for default_name in ("jailbreak_classification", "minilm", "stories260k/", "piqa", "digits"):
         assert default_name not in proc.stdout, default_name
 

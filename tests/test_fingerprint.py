@@ -314,7 +314,7 @@ def test_finished_run_plans_nothing(fp_run):
 
 
 # Everything drawn from the probe tables.
-REPORT = {"fit_probe", "tables", "figures", "top_features", "report_tables", "all"}
+REPORT = {"fit_probe", "tables", "summary", "figures", "top_features", "report_tables", "all"}
 
 
 @pytest.mark.workflow
@@ -322,10 +322,11 @@ def test_rewritten_model_weights_rerun_tokenize_and_below(fp_run):
     weights = fp_run / "model" / "model.safetensors"
     original, st = weights.read_bytes(), weights.stat()
     rewrite_same_size(weights)
-    assert set(planned(fp_run)) == {"tokenize", "extract_activations", "encode_sae", "pool"} | REPORT
-    # The old bytes back (ctime moved again): the fingerprint is the content's, so nothing to do.
-    weights.write_bytes(original)
-    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    try:
+        assert set(planned(fp_run)) == {"tokenize", "extract_activations", "encode_sae", "pool"} | REPORT
+    finally:  # the old bytes back (ctime moved again): the fingerprint is the content's, so nothing to do
+        weights.write_bytes(original)
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert planned(fp_run) == {}
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+import saeprobe.grid as sg
+
 from tests.helpers import jailbreak_slice, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
@@ -64,14 +66,15 @@ def test_figures_and_top_features_are_built(report_run):
     assert all(c["activation"] > 0 for c in contexts)
     # The listed weights are the probe's own coefficients, with the binary sign convention.
     with np.load(res / "probes/tiny_gemma2/jailbreak/jumprelu" / f"layer_{best['layer']}"
-                 / f"{best['pooling']}__{best['binarize']}.coef.npz") as npz:
+                 / f"{best['pooling']}__{sg.binarize_name(best['binarize'])}.coef.npz") as npz:
         coef = npz["coef"][0]
     for row in top.iter_rows(named=True):
         assert row["weight"] == pytest.approx(coef[row["feature"]])
         assert (row["weight"] > 0) == (row["class_name"] == "jailbreak")
     md = (res / "tables" / "top_features.md").read_text()
     assert "## jailbreak · jumprelu" in md and "«" in md
-    assert "selected_on" in (res / "report" / "best.html").read_text()
+    page = (res / "report" / "best.html").read_text()
+    assert "vs_hidden_verdict" in page and "selected_on" not in page  # CV selection only; MOSAIC's is best_on_test
 
 
 def test_report_holds_figures_tables_and_captions(report_run):

@@ -280,7 +280,8 @@ def test_workflow_builds_transfer_and_sweep_tables(tmp_path, tiny_gemma2):
     assert (transfer["n_train"] == 42).all() and (transfer["n_test"] == 18).all()
     assert transfer["macro_f1"].is_between(0, 1).all() and set(transfer["family"]) == {"hidden"}
     md = (tables / "transfer.md").read_text()
-    assert "## tweets · tiny_gemma2 · hidden · layer 1 · mean · raw" in md and "| train \\ test | de" in md
+    assert "## tweets · tiny_gemma2 · hidden · layer 1 · mean · raw" in md and "| train \\ test" in md
+    assert "| majority class" in md  # each test language's majority-class score under its matrix
     sweeps = pl.read_parquet(tables / "sweep.parquet")
     assert set(sweeps["source"]) == {"hidden", "tfidf"} and sweeps.height == 2 * 2 * 2
     small_rows = sweeps.filter(pl.col("n_per_class") == 4)

@@ -561,6 +561,11 @@ def read(path: str | Path) -> tuple[pl.DataFrame, list[str]]:
     return df.sort("doc_id"), names
 
 
+def label_arrays(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y (n_docs,) int64 labels, split (n_docs,) str, doc_id (n_docs,) int64) of a prepared dataset, doc_id order."""
+    return frame["label"].to_numpy(), frame["split"].to_numpy(), frame["doc_id"].to_numpy()
+
+
 def groups_of(frame: pl.DataFrame) -> np.ndarray | None:
     """(n_docs,) the ``group`` column of a prepared dataset (``group_column`` set), else None."""
     return frame["group"].to_numpy() if "group" in frame.columns else None

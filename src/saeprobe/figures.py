@@ -413,6 +413,16 @@ def transfer_matrices(transfer: pl.DataFrame, dataset: str) -> Figure:
 # --------------------------------------------------------------------------- data size
 
 
+def _with_curve_labels(agg: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """``agg`` with a ``label`` per curve: model and source, plus whichever of layer, pooling and
+    binarization differ between the curves of one source."""
+    per_source = agg.group_by(["dataset", "model", "source"]).agg(
+        pl.col(k).n_unique() for k in ("layer", "pooling", "binarize"))
+    vary = {k for k in ("layer", "pooling", "binarize") if per_source.height and per_source[k].max() > 1}
+    return agg.with_columns(pl.struct(keys).map_elements(lambda r: _curve_label(r, vary), return_dtype=pl.String)
+                            .alias("label"))
+
+
 def _curve_label(row: dict[str, Any], vary: set[str]) -> str:
     if row["family"] == "tfidf":
         return "TF-IDF"
@@ -446,12 +456,7 @@ def data_size(sweep: pl.DataFrame) -> Figure:
     agg = agg.with_columns(pl.col("n_per_class").fill_null(all_x).alias("x"))
     agg = agg.with_columns(_family_rank().alias("_fam")).sort(["dataset", "_fam", "model", "source", "layer", "pooling",
                                                              "binarize", "x"], nulls_last=True, maintain_order=True)
-    # Name a curve by model and source, plus whichever settings differ between curves of one source.
-    per_source = agg.group_by(["dataset", "model", "source"]).agg(
-        pl.col(k).n_unique() for k in ("layer", "pooling", "binarize"))
-    vary = {k for k in ("layer", "pooling", "binarize") if per_source.height and per_source[k].max() > 1}
-    agg = agg.with_columns(pl.struct(keys).map_elements(lambda r: _curve_label(r, vary), return_dtype=pl.String)
-                           .alias("label"))
+    agg = _with_curve_labels(agg, keys)
     colors = _color_map(agg["label"].to_list())
     datasets = sweep["dataset"].unique(maintain_order=True).to_list()
     fig, axes = _figure(len(datasets))
@@ -507,11 +512,7 @@ def regimes(sweep: pl.DataFrame) -> Figure:
         pl.col("n_train").max().alias("n_train"))
     agg = agg.with_columns(_family_rank().alias("_fam")).sort(["dataset", "_fam", "model", "source", "layer", "pooling",
                                                              "binarize", "value"], nulls_last=True, maintain_order=True)
-    per_source = agg.group_by(["dataset", "model", "source"]).agg(
-        pl.col(k).n_unique() for k in ("layer", "pooling", "binarize"))
-    vary = {k for k in ("layer", "pooling", "binarize") if per_source.height and per_source[k].max() > 1}
-    agg = agg.with_columns(pl.struct(keys).map_elements(lambda r: _curve_label(r, vary), return_dtype=pl.String)
-                           .alias("label"))
+    agg = _with_curve_labels(agg, keys)
     colors = _color_map(agg["label"].to_list())
     present = [r for r in REGIME_AXES if r in set(agg["regime"].to_list())]
     datasets = rows["dataset"].unique(maintain_order=True).to_list()

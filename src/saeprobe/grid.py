@@ -161,32 +161,31 @@ def tfidf_datasets(config: dict[str, Any]) -> list[str]:
     return [d for d in grid_datasets(config) if dataset_kind(config, d) == "text"]
 
 
-def transfer_cells(config: dict[str, Any]) -> list[ProbeCell]:
-    """One transfer matrix per (model, dataset, source, layer, pooling, binarization)."""
-    spec = config["transfer"]
+def stage_cells(config: dict[str, Any], section: str) -> list[ProbeCell]:
+    """The feature cells of a stage configured like ``transfer``/``sweep``/``ksparse``/``baselines``: its
+    ``datasets`` × every SAE of their models × ``poolings`` × ``binarize``, and hidden states × ``hidden_poolings``."""
+    spec = config[section]
     return [c for d in spec["datasets"]
             for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
+
+
+def transfer_cells(config: dict[str, Any]) -> list[ProbeCell]:
+    """One transfer matrix per (model, dataset, source, layer, pooling, binarization)."""
+    return stage_cells(config, "transfer")
 
 
 def sweep_cells(config: dict[str, Any]) -> list[ProbeCell]:
-    spec = config["sweep"]
-    return [c for d in spec["datasets"]
-            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
+    return stage_cells(config, "sweep")
 
 
 def ksparse_cells(config: dict[str, Any]) -> list[ProbeCell]:
     """The cells whose features the k-sparse stage ranks (one ranking and every k per cell)."""
-    spec = config["ksparse"]
-    return [c for d in spec["datasets"]
-            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
+    return stage_cells(config, "ksparse")
 
 
 def baseline_cells(config: dict[str, Any]) -> list[ProbeCell]:
     """The cells the strong baselines are fitted on: hidden states if ``methods``, SAE features if ``sae_methods``."""
-    spec = config["baselines"]
-    cells = [c for d in spec["datasets"]
-             for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
-    return [c for c in cells if baseline_methods(config, c.source)]
+    return [c for c in stage_cells(config, "baselines") if baseline_methods(config, c.source)]
 
 
 def baseline_methods(config: dict[str, Any], source: str) -> list[str]:

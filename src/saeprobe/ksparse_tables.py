@@ -55,7 +55,8 @@ def ksparse_table(paths: Iterable[str | Path]) -> pl.DataFrame:
                 "test_macro_f1_hi": test["macro_f1_ci"][1], "test_accuracy": test["accuracy"], "test_auroc": test["auroc"],
                 "majority_macro_f1": test["majority_macro_f1"], "mean_active_features": probe["mean_active_features"],
                 "predicted_classes": test["predicted_classes"],
-                "flag": flags(family, probe["mean_active_features"], test["predicted_classes"], test["macro_f1"],
+                # Not few_active_features: a k-sparse probe has at most k active features by construction.
+                "flag": flags("ksparse", probe["mean_active_features"], test["predicted_classes"], test["macro_f1"],
                               test["majority_macro_f1"]),
                 "features": probe["features"], "result": str(path), "predictions_prefix": f"k{probe['k']}.",
             })

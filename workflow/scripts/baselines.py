@@ -9,7 +9,7 @@ from saeprobe.pooling import load_cell
 log = setup_logging(snakemake.log[0])
 w, p = snakemake.wildcards, snakemake.params
 frame, label_names = data.read(snakemake.input.data)
-y, split, doc_id = frame["label"].to_numpy(), frame["split"].to_numpy(), frame["doc_id"].to_numpy()
+y, split, doc_id = data.label_arrays(frame)
 with atomic_path(snakemake.output[0], directory=True) as out:
     for pooling, binarize in p.cells:
         x = load_cell(snakemake.input.features, pooling, binarize, frame.height)

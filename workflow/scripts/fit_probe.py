@@ -12,7 +12,7 @@ from saeprobe.tables import SPLIT_SCHEMA
 log = setup_logging(snakemake.log[0])
 w, p = snakemake.wildcards, snakemake.params
 frame, label_names = data.read(snakemake.input.data)
-y, split, doc_id = frame["label"].to_numpy(), frame["split"].to_numpy(), frame["doc_id"].to_numpy()
+y, split, doc_id = data.label_arrays(frame)
 groups = data.groups_of(frame)
 if p.split_seeds:  # probe.split_seeds: the same cells on each re-drawn split (text datasets; image ones have none)
     redrawn = data.read_splits(snakemake.input.splits) if snakemake.input.splits else None

@@ -6,12 +6,11 @@ from saeprobe.probes import fit_tfidf
 log = setup_logging(snakemake.log[0])
 frame, label_names = data.read(snakemake.input[0])
 tfidf = {k: v for k, v in snakemake.params.tfidf.items() if k != "enabled"}
-result = fit_tfidf(frame["text"].to_list(), frame["label"].to_numpy(), frame["split"].to_numpy(),
-                   n_classes=len(label_names), seed=snakemake.params.seed, groups=data.groups_of(frame), **tfidf,
+y, split, doc_id = data.label_arrays(frame)
+result = fit_tfidf(frame["text"].to_list(), y, split, n_classes=len(label_names), seed=snakemake.params.seed, groups=data.groups_of(frame), **tfidf,
                    **snakemake.params.probe)
 result.update(model=None, dataset=snakemake.wildcards.dataset, source="tfidf", layer=None, pooling=None,
               binarize=None, label_names=label_names, tfidf=tfidf, seed=snakemake.params.seed)
-y, split, doc_id = frame["label"].to_numpy(), frame["split"].to_numpy(), frame["doc_id"].to_numpy()
 arrays = predictions.finish(result, y, split, doc_id, len(label_names), **snakemake.params.bootstrap,
                             seed=snakemake.params.seed)
 predictions.save(snakemake.output.predictions, arrays)
