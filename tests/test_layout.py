@@ -80,3 +80,16 @@ def test_a_damaged_file_in_a_folder_output_names_the_folder_to_rebuild():
     assert sl.output_of(Path("/w/results/probes/m/d/hidden/layer_0/max__raw.json")) == "/w/results/probes/m/d/hidden/layer_0"
     assert sl.output_of("results/features/m/d/s/layer_1.zarr/layer/c/0/0") == "results/features/m/d/s/layer_1.zarr"
     assert sl.output_of("results/data/d.parquet") == "results/data/d.parquet"  # a file output: itself
+
+
+def test_every_rule_has_a_slurm_group():
+    """profiles/slurm groups every rule into a submission (score_behaviour, one long GPU job per entry,
+    on purpose not): a rule left out between two grouped ones (e.g. a gathering table read by the
+    report pages) makes Snakemake refuse the whole DAG on a cluster."""
+    import yaml
+
+    rules = {m.group(1) for path in ROOT.glob("workflow/rules/*.smk")
+             for m in re.finditer(r"^rule (\w+):", path.read_text(), re.M)}
+    groups = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["groups"]
+    assert rules - set(groups) == {"score_behaviour"}, sorted(rules - set(groups))
+    assert set(groups) <= rules, sorted(set(groups) - rules)
