@@ -176,18 +176,6 @@ def fit_cv(x: Any, y: np.ndarray, train: np.ndarray, *, Cs: list[float], cv_fold
     return model, info
 
 
-def score(model: Pipeline, x: Any, y: np.ndarray, mask: np.ndarray, n_classes: int) -> dict[str, Any]:
-    """Metrics of a fitted :func:`fit_cv` pipeline on the rows ``mask``.
-
-    Returns:
-        n, macro_f1 (over all ``n_classes``; a class missing from the split counts 0, see
-        :func:`macro_f1`), missing_classes (indices of the classes absent from ``y[mask]``),
-        accuracy, auroc (one-vs-rest over the classes present; None with fewer than two),
-        confusion (n_classes x n_classes).
-    """
-    return _metrics(y[mask], *predict(model, x, mask, n_classes), n_classes)
-
-
 def predict(model: Pipeline, x: Any, mask: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Predicted classes (n,) int and probabilities (n, ``n_classes``) float of a fitted pipeline on the rows ``mask``.
 
