@@ -21,7 +21,7 @@ percentile interval, and a two-sided p-value read off the same resampled differe
 
 Shapes and dtypes. ``y`` and ``pred``: (n,) integer class indices in ``[0, n_classes)``;
 ``proba``: (n, n_classes) float class probabilities (column c = class c, as
-:func:`saeprobe.probes.score` builds it); resample indices: (B, n) int64 row indices into ``y``.
+:func:`saeprobe.probes.predict` builds it); resample indices: (B, n) int64 row indices into ``y``.
 Returned scores are float64 (B,) arrays or Python floats. Memory is O(B·n): the indices (int64,
 12 MB at B=1000, n=1500) and a few int32/int64 work arrays of that size; resamples are scored in
 blocks of at most ``_BLOCK_CELLS`` (resample, row) cells, so a large test split does not need more.
