@@ -56,8 +56,8 @@ def ksparse_table(paths: Iterable[str | Path]) -> pl.DataFrame:
                 "majority_macro_f1": test["majority_macro_f1"], "mean_active_features": probe["mean_active_features"],
                 "predicted_classes": test["predicted_classes"],
                 # Not few_active_features: a k-sparse probe has at most k active features by construction.
-                "flag": flags("ksparse", probe["mean_active_features"], test["predicted_classes"], test["macro_f1"],
-                              test["majority_macro_f1"]),
+                "flag": flags(family, probe["mean_active_features"], test["predicted_classes"], test["macro_f1"],
+                              test["majority_macro_f1"], check_active=False),
                 "features": probe["features"], "result": str(path), "predictions_prefix": f"k{probe['k']}.",
             })
     df = pl.DataFrame(rows, schema=KSPARSE_SCHEMA, orient="row")

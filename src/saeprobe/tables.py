@@ -46,16 +46,17 @@ FAMILY_ORDER = {"sae": 0, "hidden": 1, "tfidf": 2}
 
 
 def flags(family: str, mean_active: float | None, predicted_classes: int | None, test_f1: float | None,
-          majority_f1: float | None) -> str | None:
+          majority_f1: float | None, *, check_active: bool = True) -> str | None:
     """Why a probe's row should not be read as a result, comma-separated, or None.
 
     - ``few_active_features``: SAE features with fewer than :data:`MIN_ACTIVE_FEATURES` active
-      per train document on average;
+      per train document on average (``check_active=False``: not checked, e.g. for a k-sparse
+      probe, whose k bounds its active features by construction);
     - ``one_class_predicted``: the probe predicts a single class on the test split;
     - ``at_or_below_majority``: its test macro F1 is not above the majority-class predictor's.
     """
     out = []
-    if family == "sae" and mean_active is not None and mean_active < MIN_ACTIVE_FEATURES:
+    if check_active and family == "sae" and mean_active is not None and mean_active < MIN_ACTIVE_FEATURES:
         out.append("few_active_features")
     if predicted_classes == 1:
         out.append("one_class_predicted")
