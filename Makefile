@@ -43,6 +43,17 @@ lock:
 	} > constraints/lock.txt.new; \
 	mv constraints/lock.txt.new constraints/lock.txt; \
 	echo "wrote constraints/lock.txt ($$(grep -c '==' constraints/lock.txt) packages, Python $$py)"
+	$(MAKE) --always-make constraints/lock-cuda.txt
+
+# The GPU variant of the lock: the same pins with constraints/cuda.txt's CUDA torch in place of the
+# CPU build (environment-cuda.yml, `make CONSTRAINTS=constraints/lock-cuda.txt run` on a GPU machine).
+constraints/lock-cuda.txt: constraints/lock.txt constraints/cuda.txt
+	@torch=$$(grep '^torch==' constraints/cuda.txt); \
+	{ echo "# GPU variant of constraints/lock.txt, written by \`make lock\` (do not edit by hand): the same pins,"; \
+	  echo "# with the CUDA build of torch of constraints/cuda.txt instead of constraints/cpu.txt's CPU build."; \
+	  grep -m1 'with Python' constraints/lock.txt; \
+	  sed -e '/^#/d' -e 's/^-c cpu\.txt$$/-c cuda.txt/' -e "s/^torch==.*/$$torch/" constraints/lock.txt; \
+	} > $@.new && mv $@.new $@; echo "wrote $@"
 
 run: $(BIN)/.installed
 	$(BIN)/snakemake --cores all

@@ -40,8 +40,10 @@ except ConfigError as exc:
     raise WorkflowError(f"saeprobe: {exc}") from None
 set_offline(config["offline"])
 
-# GPU rules ask for one GPU unless the run is pinned to the CPU.
-GPU = 0 if config["device"] == "cpu" else 1
+# GPU rules ask a scheduler for one GPU when the config says `device: cuda` (or cuda:N); such a job
+# stops with a clear message if it gets none (saeprobe.models.pick_device), it never falls back to
+# the CPU. `auto` (CUDA if the job sees one, else the CPU) and `cpu` ask for none.
+GPU = 1 if str(config["device"]).startswith("cuda") else 0
 
 
 # One owner: saeprobe.config.WILDCARDS (the config is checked against the same patterns).

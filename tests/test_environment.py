@@ -26,6 +26,9 @@ CPU = ROOT / "constraints" / "cpu.txt"
 ENV = ROOT / "environment.yml"
 PYPROJECT = ROOT / "pyproject.toml"
 MAKEFILE = ROOT / "Makefile"
+CUDA = ROOT / "constraints" / "cuda.txt"
+LOCK_CUDA = ROOT / "constraints" / "lock-cuda.txt"
+ENV_CUDA = ROOT / "environment-cuda.yml"
 
 # Conda packages whose PyPI name differs; the lock uses the PyPI names.
 CONDA_TO_PYPI = {"pytorch": "torch"}
@@ -171,6 +174,26 @@ def test_environment_yml_agrees_with_lock(env, lock):
     # Every other package of the conda environment comes through the lock too.
     assert "-c constraints/lock.txt" in options
     assert (ENV.parent / "constraints" / "lock.txt").is_file()
+
+
+def test_gpu_lock_is_the_lock_with_the_cuda_torch(lock):
+    """constraints/lock-cuda.txt (make lock) pins what lock.txt pins, with cuda.txt's torch build."""
+    cuda_lock, cuda = Lock(LOCK_CUDA.read_text()), Lock(CUDA.read_text())
+    assert not cuda_lock.bad_lines and cuda_lock.python == lock.python
+    assert [(LOCK_CUDA.parent / inc).resolve() for inc in cuda_lock.includes] == [CUDA.resolve()]
+    assert "+cpu" not in cuda.pins["torch"] and same_version(cuda.pins["torch"], lock.pins["torch"].split("+")[0])
+    assert cuda_lock.pins == {**lock.pins, "torch": cuda.pins["torch"]}, "run make lock (it writes lock-cuda.txt)"
+
+
+def test_environment_cuda_yml_agrees_with_the_gpu_lock(env):
+    env_cuda = yaml.safe_load(ENV_CUDA.read_text())
+    pins, options = environment_pins(env_cuda)
+    assert environment_mismatches(pins, Lock(LOCK_CUDA.read_text())) == []
+    assert "-c constraints/lock-cuda.txt" in options and not any("whl/cpu" in o for o in options)
+    # The same packages and extras as the CPU environment, only torch's build differs.
+    cpu_pins, cpu_options = environment_pins(env)
+    assert set(pins) == set(cpu_pins) and [o for o in options if o.startswith("-e")] == [
+        o for o in cpu_options if o.startswith("-e")]
 
 
 def test_every_declared_dependency_is_pinned(lock, env):

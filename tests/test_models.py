@@ -34,7 +34,6 @@ def test_sources_resolve_and_fail_clearly(tmp_path):
     cpu_auto = torch.bfloat16 if native_bf16(torch.device("cpu")) else torch.float32
     assert pick_dtype("auto", torch.device("cpu")) == cpu_auto
     assert pick_dtype("float32", torch.device("cuda")) == torch.float32
-    assert pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
 
 
 def test_minilm_from_package_special_tokens_and_layers(tmp_path):
@@ -123,16 +122,87 @@ def test_vision_layers_are_checked_before_the_weights(tmp_path, monkeypatch):
         vision.load({"path": str(tmp_path / "pg"), "layers": [1, 5]}, "pg", torch.device("cpu"), torch.float32)
 
 
-def test_an_unavailable_device_is_a_config_error():
+def test_an_unavailable_device_is_a_config_error_never_a_cpu_fallback(monkeypatch):
     from saeprobe.models import pick_device
 
     assert pick_device("cpu") == torch.device("cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match=r"device: 'cuda:0' is not available here \(0 CUDA devices"):
-            pick_device("cuda:0")
-    else:
-        with pytest.raises(ConfigError, match="is not available here"):
-            pick_device(f"cuda:{torch.cuda.device_count()}")
+    if torch.version.cuda is None:  # this machine and CI: a CPU build of torch
+        with pytest.raises(ConfigError, match=r"device: 'cuda', but torch .* is a CPU-only build: install the CUDA "
+                                              r"environment \(environment-cuda.yml"):
+            pick_device("cuda")
+        assert pick_device("auto") == torch.device("cpu")  # auto may pick the CPU: it asks for no GPU
+    # A CUDA build that sees no GPU (a job the scheduler gave none): the message says so.
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ConfigError, match=r"no CUDA device is visible to this job .* did the job get a GPU"):
+        pick_device("cuda:0")
+
+
+def test_cuda_n_is_the_machines_gpu_mapped_through_cuda_visible_devices(monkeypatch):
+    """Under `--gpus=1` SLURM shows the job's GPU as cuda:0; cuda:N names the machine's GPU N."""
+    from saeprobe.models import pick_device
+
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    assert pick_device("cuda:2") == torch.device("cuda", 0)
+    assert pick_device("cuda") == torch.device("cuda", 0)
+    with pytest.raises(ConfigError, match=r"device: 'cuda:3' is not visible here \(1 CUDA device\(s\) visible, "
+                                          r"CUDA_VISIBLE_DEVICES='2'\); .* use device: cuda"):
+        pick_device("cuda:3")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert pick_device("cuda:3") == torch.device("cuda", 3)
+
+
+def test_bf16_is_native_only_on_gpus_that_have_it(monkeypatch):
+    """V100 / T4 emulate bfloat16 (slower than float32): auto picks float32 there."""
+    calls = []
+
+    class Device:  # torch.cuda.device(...) context, without a GPU
+        def __init__(self, device):
+            calls.append(device)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for native, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native: n and not including_emulation or n)
+        assert native_bf16(torch.device("cuda", 0)) is native
+        assert pick_dtype("auto", torch.device("cuda", 0)) == dtype
+    assert calls and all(d == torch.device("cuda", 0) for d in calls)
+    assert pick_dtype("float32", torch.device("cuda", 0)) == torch.float32
+
+
+def test_the_loader_hands_device_placement_to_from_pretrained(tiny_llama, monkeypatch):
+    """No full copy on the host first: from_pretrained gets device_map and the dtype, and the model
+    is never moved afterwards (a `.to` would mean the weights were built on the host)."""
+    import transformers
+
+    seen = {}
+    real = transformers.AutoModel.from_pretrained
+
+    def spy(source, **kwargs):
+        seen.update(kwargs)
+        model = real(source, **kwargs)
+
+        def no_move(*args, **kw):
+            raise AssertionError("the loaded model was moved with .to(): it was built on the host first")
+
+        model.to = no_move
+        return model
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", spy)
+    model = load_pretrained({"path": str(tiny_llama)}, "t", "base", torch.device("cpu"), torch.bfloat16)
+    assert seen["device_map"] == {"": torch.device("cpu")} and seen["dtype"] == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.bfloat16 and not model.training
 
 
 def test_bad_random_overrides_are_a_config_error():

@@ -299,7 +299,7 @@ def _head(model: nn.Module) -> Any:
 
 
 @torch.no_grad()
-def option_losses(model: nn.Module, enc: Encoded, token_budget: int = 16384, batch_size: int = 16,
+def option_losses(model: nn.Module, enc: Encoded, token_budget: int = 16384, batch_size: int = 512,
                   pad_id: int = 0) -> np.ndarray:
     """Mean token cross-entropy (nats) of each unit's option tokens given what precedes them.
 
@@ -382,7 +382,7 @@ class Scores:
 
 
 def score(model: nn.Module, tokenizer: Any, items: Items, max_length: int, token_budget: int = 16384,
-          batch_size: int = 16) -> Scores:
+          batch_size: int = 512) -> Scores:
     """Score every item: answer = argmin of the options' mean token losses (first option on ties)."""
     max_length = model_max_length(model, max_length)
     enc = encode(items, tokenizer, max_length)
@@ -412,7 +412,7 @@ def score(model: nn.Module, tokenizer: Any, items: Items, max_length: int, token
 
 
 def score_entry(spec: dict[str, Any], name: str, model_spec: dict[str, Any], scorer: str, device: torch.device,
-                dtype: torch.dtype, *, token_budget: int = 16384, batch_size: int = 16,
+                dtype: torch.dtype, *, token_budget: int = 16384, batch_size: int = 512,
                 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Read, validate and score ``behaviour.<name>`` with model ``scorer``.
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,31 +110,67 @@ def random_model_dir(name: str) -> str:
 
 
 def pick_device(device: str) -> torch.device:
-    """The torch device of the config's ``device`` (``auto``: CUDA when available, else CPU).
+    """The torch device of the config's ``device`` setting.
 
+    - ``cpu``; ``auto``: CUDA when this process sees a CUDA device, else the CPU (logged). The
+      rules ask a scheduler for no GPU for ``auto`` (the Snakefile's ``GPU``), so a job that holds
+      a GPU was always asked for with ``cuda``;
+    - ``cuda`` / ``cuda:N``: that GPU, or an error — never a silent fall-back to the CPU. ``N`` is
+      the machine's device number: inside a job that sees a subset of the GPUs
+      (``CUDA_VISIBLE_DEVICES``, as SLURM's ``--gpus=1`` sets it) it is mapped to its position
+      there, so ``cuda:2`` on a job given GPU 2 is the job's ``cuda:0``;
+    - ``mps``.
+
+    Returns a device with an explicit index for CUDA (``cuda:0``, not ``cuda``).
     Raises:
-        ConfigError: ``cuda``/``cuda:N``/``mps`` asked for but not available in this process.
+        ConfigError: the device is not available in this process: a CPU build of torch, no GPU
+            visible, or ``cuda:N`` not among the visible GPUs; the message says which.
     """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        picked = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        log.info("device: auto -> %s%s", picked, "" if picked.type == "cuda" else " (no CUDA device visible)")
+        return picked
     picked = torch.device(device)
     if picked.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (picked.index or 0) >= n:
-            raise ConfigError(f"device: '{device}' is not available here ({n} CUDA devices visible, torch "
-                              f"{torch.__version__}, CUDA build {torch.version.cuda}); use device: auto or cpu")
+        return torch.device("cuda", _visible_index(device, picked.index or 0))
     if picked.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device: 'mps' is not available here; use device: auto or cpu")
     return picked
 
 
+def _visible_index(device: str, index: int) -> int:
+    """Position among this process's visible CUDA devices of the machine's device ``index``."""
+    if torch.version.cuda is None:
+        raise ConfigError(f"device: '{device}', but torch {torch.__version__} is a CPU-only build: install the CUDA "
+                          "environment (environment-cuda.yml, or pip install -c constraints/lock-cuda.txt; see the "
+                          "README), or set device: cpu")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        raise ConfigError(f"device: '{device}', but no CUDA device is visible to this job (torch {torch.__version__}, "
+                          f"CUDA {torch.version.cuda}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                          "did the job get a GPU (resources: gpu, the profile's GPU partition)? Or set device: cpu")
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if visible and str(index) in visible:
+        return visible.index(str(index))
+    if index < n:
+        return index
+    raise ConfigError(f"device: '{device}' is not visible here ({n} CUDA device(s) visible, "
+                      f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); under a scheduler that "
+                      "gives the job one GPU use device: cuda")
+
+
 def native_bf16(device: torch.device) -> bool:
-    """True where bfloat16 matmuls are native: CUDA, or a CPU with AVX512-BF16 or AMX.
+    """True where bfloat16 matmuls are native: a CUDA device of compute capability 8.0 or newer
+    (A100, H100, ...; not V100 or T4, where bfloat16 is emulated and slower than float32), or a CPU
+    with AVX512-BF16 or AMX.
 
     Measured on a 2-core AVX512-BF16 CPU: MiniLM forward 22.8k tokens/s in bf16 vs 4.8k in fp32.
     """
     if device.type == "cuda":
-        return True
+        if not torch.cuda.is_available():
+            return False
+        with torch.cuda.device(device):
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     if device.type == "cpu":
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
@@ -233,6 +270,9 @@ def load_pretrained(spec: dict[str, Any], name: str, purpose: Purpose, device: t
                     dtype: torch.dtype) -> nn.Module:
     """Load ``models.<name>`` for ``purpose`` (:data:`PURPOSES`), in eval mode on ``device``.
 
+    The weights go straight to ``device`` (``from_pretrained(device_map={"": device}, dtype=dtype)``),
+    never through a full copy in host memory; :mod:`saeprobe.sizing` sizes the jobs accordingly.
+
     Args:
         spec: the ``models.<name>`` entry (or the part of it with the source keys, ``layers``
             and ``attn_implementation``).
@@ -271,7 +311,9 @@ def load_pretrained(spec: dict[str, Any], name: str, purpose: Purpose, device: t
             raise ModelLoadError(f"behaviour scorer '{name}' must be a causal language model with an LM head, but "
                                  f"'{source}' is a {', '.join(archs)} ({model_type}); score with a decoder model "
                                  "(e.g. Llama, Gemma) and probe with this one instead")
-    kwargs = attention_kwargs(spec, getattr(_text_config(cfg), "model_type", model_type))
+    # Straight to the device: from_pretrained places each checkpoint tensor there as it is read,
+    # so the host never holds the whole model (a 9B model in bfloat16 is 18.5 GB).
+    kwargs = {**attention_kwargs(spec, getattr(_text_config(cfg), "model_type", model_type)), "device_map": {"": device}}
     if purpose == "causal_lm":
         model, info = _from_pretrained(auto_class, spec, name, f"{what} ({model_type})", source, dtype=dtype,
                                        output_loading_info=True, **kwargs)
@@ -288,7 +330,7 @@ def load_pretrained(spec: dict[str, Any], name: str, purpose: Purpose, device: t
         except ValueError as exc:
             raise ModelLoadError(f"models.{name}: {exc}; saeprobe reads the residual stream after each block, "
                                  f"so '{source}' ({model_type}) is not supported") from exc
-    return model.to(device).eval()
+    return model.eval()
 
 
 def load_model(spec: dict[str, Any], name: str, device: torch.device, dtype: torch.dtype) -> nn.Module:

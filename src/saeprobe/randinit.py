@@ -57,16 +57,11 @@ def _tiny_llama(overrides: dict[str, Any]) -> Any:
 
 
 def gemma_2_2b_config(**overrides: Any) -> Any:
-    """``Gemma2Config`` of google/gemma-2-2b (values of its published config.json)."""
-    from transformers import Gemma2Config
+    """``Gemma2Config`` of google/gemma-2-2b: the published architecture saeprobe ships
+    (``saeprobe/model_configs/google/gemma-2-2b/config.json``), with pad/BOS/EOS ids and ``overrides``."""
+    from saeprobe.sizing import published_config
 
-    return Gemma2Config(**{
-        "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
-        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 8192,
-        "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256, "sliding_window": 4096,
-        "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0, "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0, "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0, **overrides,
-    })
+    return published_config("google/gemma-2-2b", bos_token_id=2, eos_token_id=1, pad_token_id=0, **overrides)
 
 
 def _gemma_2_2b(overrides: dict[str, Any]) -> Any:

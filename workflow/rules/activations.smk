@@ -13,8 +13,8 @@ rule extract_activations:
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
-        mem_mb=8000,
-        runtime=360,
+        mem_mb=model_mem_mb("base"),
+        runtime=model_runtime("base"),
     conda:
         ENV
     log:

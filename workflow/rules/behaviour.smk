@@ -26,8 +26,8 @@ rule score_behaviour:
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
-        mem_mb=8000,
-        runtime=360,
+        mem_mb=model_mem_mb("causal_lm", lambda w: scorer_of(w.name)),
+        runtime=model_runtime("causal_lm", lambda w: scorer_of(w.name)),
     conda:
         ENV
     log:

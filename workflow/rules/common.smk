@@ -2,6 +2,7 @@ import re
 
 import saeprobe.grid as sg
 import saeprobe.layout as sl
+import saeprobe.sizing as sz
 from saeprobe.fingerprint import folder_fingerprint, model_fingerprint, sae_fingerprint
 
 # Helpers shared by the rules: the plan of the run (its cells by unit, its targets: saeprobe.grid),
@@ -89,6 +90,27 @@ def runtime(**settings):
         return {k: v(wildcards) if callable(v) else v for k, v in settings.items()}
 
     return params
+
+
+# Host memory and time limits of the torch rules, from the model's size (saeprobe.sizing: parameter
+# count from its config, no weights read). `model` picks the job's model from its wildcards.
+def model_mem_mb(purpose, model=lambda w: w.model):
+    return lambda w: sz.model_mem_mb(config["models"][model(w)], model(w), config["device"], purpose)
+
+
+def model_runtime(purpose, model=lambda w: w.model):
+    return lambda w: sz.model_runtime_min(config["models"][model(w)], model(w), config["device"], purpose)
+
+
+def sae_mem_mb(train):
+    """Host memory of an SAE job (training buffer and, on the CPU, the weights: saeprobe.sizing)."""
+
+    def mem_mb(w):
+        model = model_of(w.sae)
+        return sz.sae_mem_mb(config["saes"][w.sae], sz.model_width(config["models"][model], model), config["device"],
+                             train=train)
+
+    return mem_mb
 
 
 def model_files(wildcards):

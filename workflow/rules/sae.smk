@@ -16,7 +16,7 @@ rule train_sae:
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
-        mem_mb=8000,
+        mem_mb=sae_mem_mb(train=True),
         runtime=360,
     conda:
         ENV
@@ -42,7 +42,7 @@ rule encode_sae:
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
-        mem_mb=8000,
+        mem_mb=sae_mem_mb(train=False),
         runtime=180,
     conda:
         ENV

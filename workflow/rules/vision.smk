@@ -41,8 +41,8 @@ rule extract_image_activations:
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
-        mem_mb=8000,
-        runtime=360,
+        mem_mb=model_mem_mb("vision"),
+        runtime=model_runtime("vision"),
     conda:
         ENV
     log:
