@@ -9,9 +9,11 @@
 # the tables are identical, and stops exactly the daemons it started (by the PIDs they
 # recorded).
 #
-# The node advertises one GPU (gres gpu:1 backed by /dev/null) and the configuration says
-# `device: auto`, so the GPU stages (extract_activations, encode_sae) really ask SLURM for a GPU
-# (sbatch --gpus=1) and are scheduled against it; they compute on the CPU, like the local run.
+# The node advertises one GPU (gres gpu:1 backed by /dev/null). The configuration says
+# `device: auto` (compute on the CPU, like the local run: `device: cuda` would stop without CUDA),
+# and `--set-resources` gives the GPU stages (extract_activations, encode_sae) the gpu=1 that
+# `device: cuda` gives them, so they really ask SLURM for a GPU (sbatch --gpus=1) and are
+# scheduled against it.
 #
 # Needs root (slurmd starts jobs as the submitting user; munged runs as the munge user) and,
 # when the packages are missing, apt-get. Usage: ci/slurm_check.sh  (or: make slurm-check)
@@ -216,7 +218,8 @@ t=$(date +%s)
 smk slurm --workflow-profile "$ROOT/profiles/slurm" --jobs 4 --cores "$CPUS" --resources gpu=1 mem_mb=3000 \
     --slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
     --max-threads 1 \
-    --set-resources extract_activations:mem_mb=1500 encode_sae:mem_mb=1500 pool:mem_mb=1000 fit_probe:mem_mb=1000 \
+    --set-resources extract_activations:gpu=1 encode_sae:gpu=1 \
+    extract_activations:mem_mb=1500 encode_sae:mem_mb=1500 pool:mem_mb=1000 fit_probe:mem_mb=1000 \
     prepare_dataset:mem_mb=1000 tokenize:mem_mb=1000 fit_tfidf:mem_mb=1000 tables:mem_mb=1000 \
     >"$T/slurm/snakemake.out" 2>&1 || { tail -n 60 "$T/slurm/snakemake.out"; die "SLURM run failed"; }
 slurm_s=$(($(date +%s) - t))
