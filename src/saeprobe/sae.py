@@ -316,7 +316,7 @@ def training_sae(spec: dict[str, Any], d_in: int, device: str, steps: int) -> An
                           MatryoshkaBatchTopKTrainingSAEConfig, StandardTrainingSAE, StandardTrainingSAEConfig,
                           TopKTrainingSAE, TopKTrainingSAEConfig)
 
-    arch = spec.get("architecture", "topk")
+    arch = spec["architecture"]
     width = int(spec["width"])
     common = {"d_in": d_in, "d_sae": width, "device": device, "dtype": "float32",
               "normalize_activations": "expected_average_only_in"}
@@ -376,7 +376,7 @@ def train_sae(x: torch.Tensor, out_dir: str | Path, spec: dict[str, Any], *, see
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
     torch.manual_seed(seed)
-    arch = spec.get("architecture", "topk")
+    arch = spec["architecture"]
     width, training_tokens, batch_size, lr = int(spec["width"]), int(spec["training_tokens"]), int(spec["batch_size"]), float(spec["lr"])
     n_held = max(1, int(len(x) * spec["heldout_fraction"]))
     held, train = x[:n_held], x[n_held:]
