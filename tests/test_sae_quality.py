@@ -108,3 +108,23 @@ def test_sae_table_joins_quality_and_cv_best_probes(tmp_path):
     assert d["architecture"] == "batchtopk" and d["l0"] == 8.8 and d["loss_recovered"] is None
     e = t.filter(pl.col("dataset") == "e").row(0, named=True)
     assert e["ksparse_k"] is None
+
+
+def test_frontier_figures_draw_one_line_per_architecture_and_width():
+    from saeprobe import figures
+
+    rows = []
+    for arch in ("topk", "batchtopk"):
+        for k, l0 in ((16, 16.0), (32, 31.0)):
+            rows.append({"sae": f"{arch}{k}", "model": "m", "layer": 4, "architecture": arch, "width": 1024, "k": k,
+                         "l0": l0 + (arch == "batchtopk"), "explained_variance": 0.5 + k / 100, "dataset": "d",
+                         "grid_test_macro_f1": 0.7 + k / 1000, "ksparse_test_macro_f1": 0.6 if arch == "topk" else None})
+    df = pl.DataFrame([{c: r.get(c) for c in SAES_SCHEMA} for r in rows], schema=SAES_SCHEMA, orient="row")
+    fig = figures.make("sae_frontier", {"saes": df})
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 3  # two all-feature lines, one k-sparse line (batchtopk has none)
+    assert sorted(lines[0].get_xdata()) == list(lines[0].get_xdata())  # through the SAEs in L0 order
+    rec = figures.make("sae_reconstruction", {"saes": df})
+    assert len([a for a in rec.axes if a.get_visible() and a.get_lines()]) == 1  # no loss panel without loss values
+    empty = figures.make("sae_frontier", {"saes": df.clear()})
+    assert "no SAE probes" in " ".join(t.get_text() for a in empty.axes for t in a.texts)
