@@ -58,3 +58,13 @@ def test_shipped_configs_are_valid():
 def test_binarize_names_roundtrip():
     for t in (None, 0.0, 1.0, 0.25):
         assert sg.parse_binarize(sg.binarize_name(t)) == t
+
+
+def test_architecture_config_covers_every_architecture():
+    from saeprobe.sae import ARCHITECTURES
+
+    cfg = sc.validate(yaml.safe_load((ROOT / "config" / "architectures.yaml").read_text()))
+    assert {s["train"]["architecture"] for s in cfg["saes"].values()} == set(ARCHITECTURES)
+    default = sc.validate(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    archs = {s["train"]["architecture"] for n, s in default["saes"].items() if s["model"] == "minilm" and "train" in s}
+    assert len(archs) >= 3  # the default run compares at least three architectures (issue 14)

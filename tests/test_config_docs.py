@@ -29,6 +29,7 @@ SECTIONS = {
     "`models.<name>`": ("models", "*"),
     "Image datasets and vision models": ("datasets", "*"),
     "`saes.<name>`": ("saes", "*"),
+    "`sae_quality`": ("sae_quality",),
     "`features`": ("features",),
     "`probe`": ("probe",),
     "`bootstrap`": ("bootstrap",),

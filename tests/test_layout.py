@@ -19,6 +19,7 @@ RULE_OUTPUTS = {
     "prepare_dataset": [sl.DATA], "prepare_images": [sl.DATA], "tokenize": [sl.TOKENS], "init_random_model": [sl.MODEL],
     "score_behaviour": [sl.BEHAVIOUR], "extract_activations": [sl.ACTIVATIONS],
     "extract_image_activations": [sl.ACTIVATIONS], "train_sae": [sl.SAE], "encode_sae": [sl.CODES],
+    "sae_quality": [sl.SAE_QUALITY], "sae_table": [sl.TABLE],
     "pool": [sl.POOLED], "fit_probe": [sl.PROBES], "fit_tfidf": [sl.TFIDF, sl.TFIDF_PREDICTIONS], "transfer": [sl.TRANSFER],
     "ksparse": [sl.KSPARSE], "baselines": [sl.BASELINES], "ksparse_tables": [sl.TABLE], "summary": [sl.TABLE],
     "grid_splits": [sl.TABLE], "draw_splits": [sl.SPLITS],

@@ -41,6 +41,78 @@ WILDCARDS = {
 }
 
 
+# SAE architectures trained here (saeprobe.sae.training_sae) and the ``saes.<name>.train`` keys each
+# reads besides the common ones (its sparsity setting first). Lists in ``width`` and in the
+# sparsity key expand into one SAE each (:func:`expand_sae_sweeps`).
+COMMON_TRAIN_KEYS = ("architecture", "width", "training_tokens", "batch_size", "lr", "max_buffer_tokens",
+                     "heldout_fraction", "datasets")
+ARCHITECTURE_KEYS = {
+    "topk": ("k",),
+    "batchtopk": ("k",),
+    "matryoshka_batchtopk": ("k", "matryoshka_widths"),
+    "jumprelu": ("l0_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth"),
+    "standard": ("l1_coefficient",),
+    "gated": ("l1_coefficient",),
+}
+SPARSITY_TAG = {"k": "k", "l0_coefficient": "l0c", "l1_coefficient": "l1c"}  # in generated SAE names
+
+
+def train_settings(train: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a validated ``saes.<name>.train`` entry that its architecture reads (a rule param:
+    a key the architecture ignores, e.g. ``l1_coefficient`` of a TopK SAE, reruns nothing)."""
+    keys = (*COMMON_TRAIN_KEYS, *ARCHITECTURE_KEYS[train["architecture"]])
+    return {k: train[k] for k in keys if k in train}
+
+
+def _tag(value: float) -> str:
+    """A number as a file-name part: ``32``, ``0p5``, ``0p001`` (never an exponent)."""
+    import numpy as np
+
+    text = np.format_float_positional(float(value), trim="-")
+    return text.replace(".", "p")
+
+
+def expand_sae_sweeps(config: dict[str, Any]) -> None:
+    """Expand each ``saes.<name>`` entry whose ``train.width`` or sparsity key is a list into one entry per
+    combination, named ``<name>_w<width>_<k|l0c|l1c><value>`` (e.g. ``minilm_batchtopk_w2048_k32``,
+    ``minilm_jumprelu_w2048_l0c0p5``), in the config's order. Entries without lists keep their name.
+    Idempotent (expanded entries hold scalars).
+
+    Raises:
+        ConfigError: a list in a key the architecture does not read, or a generated name that is
+            already an entry.
+    """
+    out: dict[str, Any] = {}
+    problems = []
+    for name, spec in config["saes"].items():
+        train = spec.get("train")
+        if not train:
+            out[name] = spec
+            continue
+        arch = train["architecture"]
+        sparsity = ARCHITECTURE_KEYS[arch][0]
+        listed = [k for k in ("width", "k", "l0_coefficient", "l1_coefficient") if isinstance(train.get(k), list)]
+        for key in listed:
+            if key not in ("width", sparsity):
+                problems.append(f"'saes.{name}.train.{key}': a {arch} SAE does not read {key}, so it cannot be swept "
+                                f"(sweep width or {sparsity})")
+        if not listed:
+            out[name] = spec
+            continue
+        widths = train["width"] if isinstance(train["width"], list) else [train["width"]]
+        values = train[sparsity] if isinstance(train[sparsity], list) else [train[sparsity]]
+        for width in widths:
+            for value in values:
+                generated = f"{name}_w{width}_{SPARSITY_TAG[sparsity]}{_tag(value)}"
+                if generated in config["saes"] or generated in out:
+                    problems.append(f"'saes.{name}': the sweep's SAE '{generated}' is also an entry of saes; rename one")
+                    continue
+                out[generated] = {**copy.deepcopy(spec), "train": {**copy.deepcopy(train), "width": width, sparsity: value}}
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    config["saes"] = out
+
+
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:
     return yaml.safe_load(Path(path or SCHEMA_PATH).read_text())
 
@@ -156,6 +228,7 @@ def validate(config: dict[str, Any], schema_path: str | Path | None = None) -> d
         lines = [_describe(e) for e in errors]
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
     _fill_defaults(config, schema, schema)
+    expand_sae_sweeps(config)
     _normalise_layers(config)
     _add_behaviour_datasets(config, schema)
     _check_consistency(config)
@@ -201,6 +274,41 @@ def behaviour_path(name: str) -> str:
     return layout.path(layout.BEHAVIOUR, name=name)
 
 
+def _dataset_models(config: dict[str, Any], dataset: str) -> list[str]:
+    from saeprobe.grid import dataset_models
+
+    return dataset_models(config, dataset)
+
+
+def _train_problems(name: str, train: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """What is wrong with one (expanded) ``saes.<name>.train`` entry."""
+    if not train:
+        return []
+    problems = []
+    key = f"saes.{name}.train"
+    for ds in train.get("datasets") or []:
+        if ds not in config["datasets"]:
+            problems.append(f"'{key}.datasets': unknown dataset '{ds}'")
+    arch, width = train["architecture"], train["width"]
+    if arch in ("topk", "batchtopk", "matryoshka_batchtopk"):
+        if train["k"] > width:
+            problems.append(f"'{key}.k': a {arch} SAE keeps k of its width latents per token, so k must be "
+                            f"at most width; got k={train['k']} > width={width}")
+        if arch == "topk" and train["k"] != int(train["k"]):
+            problems.append(f"'{key}.k': a TopK SAE keeps a whole number of latents per token; got k={train['k']}")
+    if arch == "matryoshka_batchtopk":
+        widths = train.get("matryoshka_widths")
+        if not widths:
+            problems.append(f"'{key}.matryoshka_widths': a Matryoshka SAE needs its nested widths, e.g. "
+                            f"[{max(1, width // 8)}, {max(1, width // 2)}]")
+        elif any(b <= a for a, b in zip(widths, widths[1:], strict=False)) or widths[-1] >= width:
+            problems.append(f"'{key}.matryoshka_widths': {widths} must be strictly increasing and below width={width} "
+                            "(width itself is the last level)")
+    elif "matryoshka_widths" in train:
+        problems.append(f"'{key}.matryoshka_widths': only for architecture matryoshka_batchtopk (this one is {arch})")
+    return problems
+
+
 def _check_consistency(config: dict[str, Any]) -> None:
     problems = []
     models = config["models"]
@@ -215,13 +323,12 @@ def _check_consistency(config: dict[str, Any]) -> None:
                 f"'saes.{name}.layers': layers {missing} are not extracted for model '{model}' "
                 f"(models.{model}.layers = {models[model]['layers']})"
             )
-        train = sae.get("train", {})
-        for ds in train.get("datasets") or []:
+        for ds in sae.get("datasets") or []:
             if ds not in config["datasets"]:
-                problems.append(f"'saes.{name}.train.datasets': unknown dataset '{ds}'")
-        if train and train["k"] > train["width"]:
-            problems.append(f"'saes.{name}.train.k': a TopK SAE keeps k of its width latents per token, so k must be "
-                            f"at most width; got k={train['k']} > width={train['width']}")
+                problems.append(f"'saes.{name}.datasets': unknown dataset '{ds}'")
+            elif model not in _dataset_models(config, ds):
+                problems.append(f"'saes.{name}.datasets': dataset '{ds}' is not processed by the SAE's model '{model}'")
+        problems += _train_problems(name, sae.get("train", {}), config)
     for name, spec in config["datasets"].items():
         kind = spec["kind"]
         if "sklearn" in spec and kind != "image":
@@ -266,6 +373,7 @@ def _check_file_names(config: dict[str, Any]) -> None:
     lists = [("features.binarize", config["features"]["binarize"])]
     lists += [(f"datasets.{d}.binarize", s["binarize"]) for d, s in config["datasets"].items() if "binarize" in s]
     lists += [(f"behaviour.{b}.binarize", s["binarize"]) for b, s in config["behaviour"].items() if "binarize" in s]
+    lists += [(f"saes.{n}.binarize", s["binarize"]) for n, s in config["saes"].items() if "binarize" in s]
     lists += [(f"{stage}.binarize", config[stage]["binarize"]) for stage in ("transfer", "sweep", "ksparse", "baselines")
               if stage in config]
     binarize = re.compile(WILDCARDS["binarize"])

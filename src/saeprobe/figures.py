@@ -13,6 +13,8 @@ Input tables (:data:`saeprobe.layout.TABLE`), by figure:
   test_lang, macro_f1, ...): :func:`transfer_matrices`;
 - ``sweep.parquet`` (model, dataset, source, family, layer, pooling, binarize, n_per_class,
   repeat, test_macro_f1, ...): :func:`data_size`;
+- ``saes.parquet`` (:data:`saeprobe.sae_quality.SAES_SCHEMA`): :func:`sae_frontier`,
+  :func:`sae_reconstruction`;
 - ``behaviour.parquet`` (dataset, scorer_model, scorer_accuracy, majority_rate, probe_model,
   family, source, layer, pooling, binarize, cv_macro_f1, test_macro_f1, ...): :func:`behaviour_bars`.
 
@@ -71,6 +73,7 @@ def make(name: str, tables: dict[str, pl.DataFrame]) -> Figure:
         "pooling_binarize": ("grid", pooling_binarize), "data_size": ("sweep", lambda t: data_size(size_rows(t))),
         "regimes": ("sweep", regimes), "behaviour": ("behaviour", behaviour_bars), "ksparse": ("ksparse", ksparse_curves),
         "binarize_vs_ksparse": ("binarize_vs_ksparse", binarize_vs_ksparse),
+        "sae_frontier": ("saes", sae_frontier), "sae_reconstruction": ("saes", sae_reconstruction),
     }
     if name not in makers:
         raise KeyError(f"unknown figure {name!r} (known: {', '.join(makers)}, transfer_<dataset>)")
@@ -662,6 +665,77 @@ def binarize_vs_ksparse(versus: pl.DataFrame) -> Figure:
         ax.set_xscale("log")
         _f1_panel(ax, f"{cell['dataset']} · {cell['source']} L{cell['layer']} {cell['pooling']} > {cell['threshold']:g}",
                   "k (features kept, log scale)", values)
+    _legend_below(fig, axes)
+    _suptitle(fig, title)
+    return fig
+
+
+# --------------------------------------------------------------------------- which SAE probes best
+
+
+def _arch_width_label(row: dict[str, Any]) -> str:
+    return f"{row['model']} {row['architecture']} {width_label(row['width'])}"
+
+
+def _frontier_lines(ax: Any, df: pl.DataFrame, y: str, colors: dict[str, Any], marker: str, style: str,
+                    suffix: str = "") -> None:
+    """One line per (model, architecture, width) of ``y`` against L0 (sorted by L0), points labelled by layer."""
+    for (model, arch, width), line in df.sort("l0").group_by(["model", "architecture", "width"], maintain_order=True):
+        line = line.filter(pl.col(y).is_not_null() & pl.col("l0").is_not_null())
+        if line.is_empty():
+            continue
+        label = _arch_width_label({"model": model, "architecture": arch, "width": width})
+        ax.plot(line["l0"], line[y], marker=marker, linestyle=style, color=colors[label], label=label + suffix)
+
+
+@_styled
+def sae_frontier(saes: pl.DataFrame) -> Figure:
+    """Probe test macro F1 against held-out L0, one panel per dataset: the sparsity-quality frontier.
+
+    One line per (model, architecture, width) through its SAEs (sparsities, layers) sorted by
+    L0: solid = the all-feature grid probe, dashed = the k-sparse probe, each the CV-best over
+    poolings / binarizations (rankings / k). SAEBench (Karvonen et al. 2025) recommends
+    comparing SAEs at matched L0, as most metrics move with sparsity.
+    """
+    title = "Which SAE probes best: test macro F1 against L0 (solid: all features; dashed: k-sparse)"
+    df = saes.filter(pl.col("dataset").is_not_null() & pl.col("grid_test_macro_f1").is_not_null())
+    if df.is_empty():
+        return _empty(title, "no SAE probes in saes.parquet")
+    datasets = df["dataset"].unique(maintain_order=True).to_list()
+    labels = sorted({_arch_width_label(r) for r in df.iter_rows(named=True)})
+    colors = _color_map(labels)
+    fig, axes = _figure(len(datasets))
+    for ax, ds in zip(axes, datasets, strict=True):
+        sub = df.filter(pl.col("dataset") == ds)
+        _frontier_lines(ax, sub, "grid_test_macro_f1", colors, "o", "-")
+        _frontier_lines(ax, sub, "ksparse_test_macro_f1", colors, "s", "--", " (k-sparse)")
+        ax.set_xscale("log")
+        values = [v for c in ("grid_test_macro_f1", "ksparse_test_macro_f1") for v in sub[c].drop_nulls().to_list()]
+        _f1_panel(ax, ds, "L0 on held-out documents (log scale)", values)
+    _legend_below(fig, axes)
+    _suptitle(fig, title)
+    return fig
+
+
+@_styled
+def sae_reconstruction(saes: pl.DataFrame) -> Figure:
+    """Explained variance (left) and, for causal LMs, loss recovered (right) against held-out L0,
+    one line per (model, architecture, width); one point per SAE and layer."""
+    title = "SAE reconstruction against sparsity (held-out documents)"
+    df = saes.unique(["sae", "layer"], maintain_order=True).filter(pl.col("l0").is_not_null())
+    if df.is_empty():
+        return _empty(title, "no SAE quality rows in saes.parquet")
+    labels = sorted({_arch_width_label(r) for r in df.iter_rows(named=True)})
+    colors = _color_map(labels)
+    has_loss = df["loss_recovered"].drop_nulls().len() > 0
+    fig, axes = _figure(2 if has_loss else 1)
+    panels = [("explained_variance", "explained variance")] + ([("loss_recovered", "loss recovered")] if has_loss else [])
+    for ax, (column, name) in zip(axes, panels, strict=True):
+        _frontier_lines(ax, df, column, colors, "o", "-")
+        ax.set_xscale("log")
+        ax.set_xlabel("L0 (log scale)")
+        ax.set_ylabel(name)
+        ax.set_title(name)
     _legend_below(fig, axes)
     _suptitle(fig, title)
     return fig

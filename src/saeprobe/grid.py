@@ -72,13 +72,49 @@ def sae_layers(config: dict[str, Any], sae: str) -> list[int]:
     return list(spec.get("layers") or config["models"][spec["model"]]["layers"])
 
 
+def sae_datasets(config: dict[str, Any], sae: str) -> list[str]:
+    """Datasets ``sae``'s features are computed and probed on: its ``datasets``, else every dataset its model processes."""
+    spec = config["saes"][sae]
+    if spec.get("datasets"):
+        return list(spec["datasets"])
+    return [d for d in config["datasets"] if spec["model"] in dataset_models(config, d)]
+
+
 def sae_train_datasets(config: dict[str, Any], sae: str) -> list[str]:
-    """Datasets whose train split trains ``sae``: ``train.datasets``, else every dataset its model processes."""
+    """Datasets whose train split trains ``sae``: ``train.datasets``, else :func:`sae_datasets`."""
     chosen = config["saes"][sae].get("train", {}).get("datasets")
-    if chosen:
-        return list(chosen)
-    model = config["saes"][sae]["model"]
-    return [d for d in config["datasets"] if model in dataset_models(config, d)]
+    return list(chosen) if chosen else sae_datasets(config, sae)
+
+
+def encode_settings(config: dict[str, Any], sae: str) -> dict[str, Any]:
+    """Settings of ``sae`` that change its codes (the encode rule's param): its source keys and, for a
+    trained SAE, the train keys its architecture reads — not the encoding batch size, nor which
+    datasets, stages, poolings or thresholds probe it."""
+    spec = config["saes"][sae]
+    out = {k: spec[k] for k in ("model", "layers", "release", "sae_id", "path") if k in spec}
+    if "train" in spec:
+        out["train"] = train_settings(config, sae)
+    return out
+
+
+def sae_quality_datasets(config: dict[str, Any], sae: str) -> list[str]:
+    """Datasets whose held-out (non-train) documents measure ``sae``'s quality: the ones it was
+    trained on (a workflow-trained SAE), else the ones it is probed on."""
+    return sae_train_datasets(config, sae) if "train" in config["saes"][sae] else sae_datasets(config, sae)
+
+
+def sae_probed(config: dict[str, Any], sae: str, dataset: str, stage: str) -> bool:
+    """Whether ``stage`` (``grid``, ``transfer``, ...) probes ``sae``'s features on ``dataset``
+    (the SAE's ``datasets`` and ``stages`` keys)."""
+    spec = config["saes"][sae]
+    return stage in spec["stages"] and dataset in sae_datasets(config, sae)
+
+
+def train_settings(config: dict[str, Any], sae: str) -> dict[str, Any]:
+    """The train keys of ``sae`` its architecture reads (:func:`saeprobe.config.train_settings`)."""
+    from saeprobe.config import train_settings as settings
+
+    return settings(config["saes"][sae]["train"])
 
 
 @dataclass(frozen=True)
@@ -121,16 +157,22 @@ class ProbeCell:
 
 
 def feature_cells(config: dict[str, Any], dataset: str, poolings: list[str], thresholds: list[float | None],
-                  hidden_poolings: list[str]) -> list[ProbeCell]:
-    """SAE sources × layers × poolings × thresholds, then hidden states × hidden poolings, on one dataset."""
+                  hidden_poolings: list[str], stage: str = "grid") -> list[ProbeCell]:
+    """SAE sources × layers × poolings × thresholds, then hidden states × hidden poolings, on one dataset.
+
+    Only SAEs that ``stage`` probes on ``dataset`` (:func:`sae_probed`); in the grid an SAE's own
+    ``poolings`` / ``binarize`` replace the dataset's.
+    """
     models = dataset_models(config, dataset)
     cells = []
     for sae, spec in config["saes"].items():
-        if spec["model"] not in models:
+        if spec["model"] not in models or not sae_probed(config, sae, dataset, stage):
             continue
+        own_poolings = spec.get("poolings") if stage == "grid" and spec.get("poolings") else poolings
+        own_thresholds = spec.get("binarize") if stage == "grid" and spec.get("binarize") else thresholds
         for layer in sae_layers(config, sae):
-            for pooling in poolings:
-                for thr in thresholds:
+            for pooling in own_poolings:
+                for thr in own_thresholds:
                     cells.append(ProbeCell(spec["model"], dataset, sae, layer, pooling, binarize_name(thr)))
     for model in models:
         for layer in config["models"][model]["layers"]:
@@ -166,7 +208,7 @@ def stage_cells(config: dict[str, Any], section: str) -> list[ProbeCell]:
     ``datasets`` × every SAE of their models × ``poolings`` × ``binarize``, and hidden states × ``hidden_poolings``."""
     spec = config[section]
     return [c for d in spec["datasets"]
-            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"])]
+            for c in feature_cells(config, d, spec["poolings"], spec["binarize"], spec["hidden_poolings"], section)]
 
 
 def transfer_cells(config: dict[str, Any]) -> list[ProbeCell]:
@@ -282,6 +324,22 @@ class Plan:
         return self.folders("sweep", layout.SWEEP) + [
             layout.path(layout.SWEEP_TFIDF, dataset=d) for d in sweep_tfidf_datasets(self.config)]
 
+    @cached_property
+    def sae_quality_inputs(self) -> list[str]:
+        """One quality file per (SAE, layer), when ``sae_quality.enabled``."""
+        if not self.config["sae_quality"]["enabled"]:
+            return []
+        return [layout.path(layout.SAE_QUALITY, sae=s, layer=layer) for s in self.config["saes"]
+                for layer in sae_layers(self.config, s)]
+
+    def sae_table_inputs(self, wildcards: Any = None) -> dict[str, Any]:
+        """What ``tables/saes`` reads: the quality files, the grid table and (with a k-sparse stage) its table."""
+        out: dict[str, Any] = {"quality": self.sae_quality_inputs,
+                               "grid": layout.path(layout.TABLE, name="grid", ext="parquet")}
+        if self.ksparse_inputs:
+            out["ksparse"] = layout.path(layout.TABLE, name="ksparse", ext="parquet")
+        return out
+
     def summary_inputs(self, wildcards: Any = None) -> dict[str, str]:
         """The tables the summary reads (k-sparse ones only when the run has a k-sparse stage)."""
         names = ["grid", "comparisons"] + (["ksparse", "ksparse_comparisons"] if self.ksparse_inputs else [])
@@ -320,7 +378,7 @@ class Plan:
     def report_pages(self) -> dict[str, str]:
         """Result tables shown as HTML pages in the Snakemake report: page name -> its parquet table."""
         names = ["summary", "best"] + (["behaviour"] if self.config["behaviour"] else []) + (
-            ["transfer"] if self.stage_cells["transfer"] else [])
+            ["transfer"] if self.stage_cells["transfer"] else []) + (["saes"] if self.sae_quality_inputs else [])
         return {name: layout.path(layout.TABLE, name=name, ext="parquet") for name in names}
 
     @cached_property
@@ -343,6 +401,8 @@ class Plan:
             out += layout.tables("sweep")
         if self.config["behaviour"]:
             out += layout.tables("behaviour")
+        if self.sae_quality_inputs:
+            out += layout.tables("saes")
         out += [layout.path(layout.FIGURE, name=name, ext=ext) for name in self.figures for ext in layout.FIGURE_FORMATS]
         if self.top_feature_cells:
             out += [layout.path(layout.TOP_FEATURES, ext=ext) for ext in ("parquet", "md", "html")]
@@ -351,7 +411,7 @@ class Plan:
 
 
 # The table each figure is drawn from.
-FIGURE_TABLES = ("grid", "transfer", "sweep", "behaviour", "ksparse", "binarize_vs_ksparse")
+FIGURE_TABLES = ("grid", "transfer", "sweep", "behaviour", "ksparse", "binarize_vs_ksparse", "saes")
 
 
 def figure_plan(config: dict[str, Any], plan: Plan | None = None) -> dict[str, str]:
@@ -363,7 +423,8 @@ def figure_plan(config: dict[str, Any], plan: Plan | None = None) -> dict[str, s
     - ``data_size`` (sweep): when the sweep has anything to run;
     - ``regimes`` (sweep): besides, when ``sweep.imbalance`` or ``sweep.label_noise`` has values;
     - ``behaviour`` (behaviour): when ``behaviour`` has entries;
-    - ``ksparse`` (ksparse), ``binarize_vs_ksparse`` (binarize_vs_ksparse): when the k-sparse stage has cells.
+    - ``ksparse`` (ksparse), ``binarize_vs_ksparse`` (binarize_vs_ksparse): when the k-sparse stage has cells;
+    - ``sae_frontier``, ``sae_reconstruction`` (saes): when SAE quality is measured (``sae_quality.enabled``).
     """
     plan = plan or Plan(config)
     figures: dict[str, str] = {}
@@ -386,6 +447,9 @@ def figure_plan(config: dict[str, Any], plan: Plan | None = None) -> dict[str, s
     if plan.stage_cells["ksparse"]:
         figures["ksparse"] = "ksparse"
         figures["binarize_vs_ksparse"] = "binarize_vs_ksparse"
+    if plan.sae_quality_inputs:
+        figures["sae_frontier"] = "saes"
+        figures["sae_reconstruction"] = "saes"
     return figures
 
 

@@ -32,6 +32,7 @@ TOKENS = "results/tokens/{model}/{dataset}.parquet"
 ACTIVATIONS = "results/activations/{model}/{dataset}.zarr"  # residual stream, all extracted layers
 SAE = "results/saes/{sae}/layer_{layer}"  # an SAE trained by the workflow (SAELens folder)
 CODES = "results/features/{model}/{dataset}/{sae}/layer_{layer}.zarr"  # sparse SAE codes
+SAE_QUALITY = "results/sae_quality/{sae}/layer_{layer}.json"  # held-out L0, EV, dead/dense, spliced loss
 
 # --- per-unit folders: one file per cell inside (cell_file)
 POOLED = f"results/pooled/{UNIT}"  # {pooling}.npz

@@ -1,6 +1,7 @@
 """Sparse autoencoders: loading (SAELens release, local folder), training, and encoding.
 
-Training follows SAELens' own trainer (``SAETrainer`` with a ``TopKTrainingSAE``) on
+Training follows SAELens' own trainer (``SAETrainer`` with one of SAELens' training SAEs:
+TopK, BatchTopK, Matryoshka BatchTopK, JumpReLU, standard L1, gated; :func:`train_sae`) on
 activation vectors read from saeprobe's activation stores — train-split documents and
 non-special tokens only, subsampled to a bounded in-memory buffer. Encoding streams an
 activation store through ``sae.encode`` in batches and writes the non-zero codes as CSR
@@ -35,7 +36,7 @@ def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name:
     Args:
         spec: a ``saes.<name>`` config entry: ``release`` + ``sae_id``, ``path``, or ``train``.
             ``{layer}`` in ``sae_id`` / ``path`` is filled in.
-        trained_dir: for ``train`` SAEs, the folder written by :func:`train_topk`.
+        trained_dir: for ``train`` SAEs, the folder written by :func:`train_sae`.
     Raises:
         ConfigError: the release/id or folder cannot be loaded; an id missing from a release
             listed in SAELens' directory, or an unknown release, is named with the closest
@@ -118,49 +119,76 @@ def check_sae_input(sae: Any, d_model: int, layer: int, name: str, model: str) -
 def collect_vectors(
     stores: Sequence[ActivationStore], train_docs: Sequence[np.ndarray], layer: int, max_vectors: int, seed: int
 ) -> torch.Tensor:
-    """Sample up to ``max_vectors`` non-special token activations of train-split documents.
+    """Sample ``min(max_vectors, eligible)`` non-special token activations of train-split documents.
+
+    Two passes: the first reads only the ``special`` masks and offsets to count the eligible
+    tokens and draw exactly which ones to keep (uniformly, without replacement); the second
+    reads the activations block by block and writes each kept row straight into its shuffled
+    place in one preallocated array. So the buffer exists once (no list of parts concatenated
+    and then shuffled: peak memory was twice the buffer) and its size is exact.
 
     Args:
         stores: activation stores (one per dataset).
         train_docs: per store, a bool array indexed by doc_id: True for train-split documents.
         layer: which layer's activations.
+        max_vectors: buffer size cap (rows).
     Returns:
-        (n, d_model) float32 tensor, shuffled; n ≤ max_vectors. Memory is bounded by
-        ``max_vectors`` whatever the dataset size (each block is subsampled as it is read).
+        (n, d_model) float32 tensor, rows in random order; n = min(max_vectors, eligible tokens).
+        Memory: n x d_model x 4 bytes plus one bool per stored token.
     Raises:
         DataError: no train-split tokens at all.
     """
     rng = np.random.default_rng(seed)
-    eligible = []
-    for store, is_train in zip(stores, train_docs, strict=True):
-        doc_tokens = np.repeat(is_train[store.doc_id], np.diff(store.offsets))
-        eligible.append(int(doc_tokens.sum()))
-    total = sum(eligible)
-    if total == 0:
-        raise DataError(f"layer {layer}: no non-special tokens of train-split documents in {[str(s.path) for s in stores]} "
-                        "to train the SAE on; check the datasets' splits (saes.<name>.train.datasets)")
-    rate = min(1.0, max_vectors / total)
-    parts = []
-    for store, is_train in zip(stores, train_docs, strict=True):
+    blocks: list[tuple[int, int, int, np.ndarray]] = []  # (store index, r0, r1, eligible mask)
+    for s, (store, is_train) in enumerate(zip(stores, train_docs, strict=True)):
         for a, b in store.doc_blocks(1 << 16):
             r0, r1 = int(store.offsets[a]), int(store.offsets[b])
             take = np.repeat(is_train[store.doc_id[a:b]], np.diff(store.offsets[a : b + 1]))
             take &= ~store.special(r0, r1)
-            take &= rng.random(r1 - r0) < rate
             if take.any():
-                parts.append(store.rows(layer, r0, r1)[take])
-    x = np.concatenate(parts)
-    rng.shuffle(x)
-    return torch.from_numpy(x[:max_vectors])
+                blocks.append((s, r0, r1, take))
+    total = sum(int(t.sum()) for *_, t in blocks)
+    if total == 0:
+        raise DataError(f"layer {layer}: no non-special tokens of train-split documents in {[str(s.path) for s in stores]} "
+                        "to train the SAE on; check the datasets' splits (saes.<name>.train.datasets)")
+    n = min(max_vectors, total)
+    keep = np.zeros(total, dtype=bool)
+    keep[rng.choice(total, size=n, replace=False)] = True
+    place = rng.permutation(n)  # the shuffled position of each kept row, in reading order
+    out: np.ndarray | None = None
+    seen = done = 0
+    for s, r0, r1, take in blocks:
+        m = int(take.sum())
+        sel = keep[seen : seen + m]
+        seen += m
+        if not sel.any():
+            continue
+        rows = stores[s].rows(layer, r0, r1)[np.flatnonzero(take)[sel]]
+        if out is None:
+            out = np.empty((n, rows.shape[1]), dtype=np.float32)
+        out[place[done : done + len(rows)]] = rows
+        done += len(rows)
+    assert out is not None and done == n
+    return torch.from_numpy(out)
 
 
 def batches(x: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless shuffled mini-batches of ``x`` (reshuffled every epoch)."""
+    """Endless shuffled mini-batches of exactly ``batch_size`` rows of ``x``, reshuffled every epoch.
+
+    Rows are gathered on ``x``'s own device (put the buffer on the training device once: no
+    per-step host gather and copy). Every batch has exactly ``batch_size`` rows, as SAELens'
+    trainer counts its steps from ``train_batch_size_samples`` (a short last batch is dropped).
+
+    Raises:
+        ValueError: ``x`` has fewer than ``batch_size`` rows.
+    """
+    if len(x) < batch_size:
+        raise ValueError(f"{len(x)} vectors cannot fill a batch of {batch_size}")
     gen = torch.Generator().manual_seed(seed)
     while True:
-        perm = torch.randperm(len(x), generator=gen)
+        perm = torch.randperm(len(x), generator=gen).to(x.device)
         for i in range(0, len(x) - batch_size + 1, batch_size):
-            yield x[perm[i : i + batch_size]]
+            yield x.index_select(0, perm[i : i + batch_size])
 
 
 # --------------------------------------------------------------------------- metrics
@@ -246,74 +274,169 @@ def measure(sae: Any, x: torch.Tensor, batch_size: int = 4096) -> dict[str, floa
 
 # --------------------------------------------------------------------------- training
 
+# SAELens training SAE architectures saeprobe trains (docs/DESIGN.md §5), and which sparsity
+# setting each takes: ``k`` (active latents per token, or on average over a batch) or a coefficient.
+ARCHITECTURES = ("topk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "standard", "gated")
+K_ARCHITECTURES = ("topk", "batchtopk", "matryoshka_batchtopk")
+SPARSITY_KEY = {"topk": "k", "batchtopk": "k", "matryoshka_batchtopk": "k", "jumprelu": "l0_coefficient",
+                "standard": "l1_coefficient", "gated": "l1_coefficient"}
+# Saved as JumpReLU SAEs with one global threshold learnt during training: their L0 is not
+# fixed at k any more, so it is measured on held-out vectors and compared with k.
+THRESHOLD_SAVED = ("batchtopk", "matryoshka_batchtopk")
 
-def train_topk(x: torch.Tensor, out_dir: str | Path, *, width: int, k: int, training_tokens: int, batch_size: int,
-               lr: float, heldout_fraction: float, seed: int, device: str = "cpu",
-               metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train a SAELens TopK SAE on activation vectors and save it in SAELens format.
+
+def training_sae(spec: dict[str, Any], d_in: int, device: str, steps: int) -> Any:
+    """The SAELens training SAE of a ``saes.<name>.train`` entry (validated; scalar width / k).
+
+    Architectures (SAELens' own classes and configs, ``sae_lens.saes``):
+
+    - ``topk``: ``TopKTrainingSAE``, k latents per token (Gao et al. 2024, "Scaling and
+      evaluating sparse autoencoders");
+    - ``batchtopk``: ``BatchTopKTrainingSAE``, k per token on average over the batch (Bussmann
+      et al. 2024); saved as a JumpReLU SAE with one global threshold;
+    - ``matryoshka_batchtopk``: ``MatryoshkaBatchTopKTrainingSAE``, BatchTopK with nested
+      reconstruction losses at ``matryoshka_widths`` + width (Bussmann et al. 2025,
+      arXiv 2503.17547); saved as JumpReLU;
+    - ``jumprelu``: ``JumpReLUTrainingSAE``, L0 penalty ``l0_coefficient`` with straight-through
+      threshold gradients (``jumprelu_init_threshold``, ``jumprelu_bandwidth``; Rajamanoharan et
+      al. 2024, arXiv 2407.14435);
+    - ``standard``: ``StandardTrainingSAE``, ReLU + L1 penalty ``l1_coefficient`` (Bricken et al. 2023);
+    - ``gated``: ``GatedTrainingSAE``, gated encoder + L1 penalty (Rajamanoharan et al. 2024,
+      arXiv 2404.16014).
+
+    Inputs are rescaled to a fixed average norm during training (SAELens
+    ``expected_average_only_in``), folded into the weights before saving. Sparsity
+    coefficients warm up linearly over the first 5 % of ``steps``.
+
+    Raises:
+        ConfigError: an unknown architecture.
+    """
+    from sae_lens import (BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig, GatedTrainingSAE, GatedTrainingSAEConfig,
+                          JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, MatryoshkaBatchTopKTrainingSAE,
+                          MatryoshkaBatchTopKTrainingSAEConfig, StandardTrainingSAE, StandardTrainingSAEConfig,
+                          TopKTrainingSAE, TopKTrainingSAEConfig)
+
+    arch = spec["architecture"]
+    width = int(spec["width"])
+    common = {"d_in": d_in, "d_sae": width, "device": device, "dtype": "float32",
+              "normalize_activations": "expected_average_only_in"}
+    warm = steps // 20
+    if arch == "topk":
+        return TopKTrainingSAE(TopKTrainingSAEConfig(k=int(spec["k"]), **common))
+    if arch == "batchtopk":
+        return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(k=float(spec["k"]), **common))
+    if arch == "matryoshka_batchtopk":
+        widths = [int(w) for w in spec["matryoshka_widths"] if int(w) < width] + [width]
+        return MatryoshkaBatchTopKTrainingSAE(
+            MatryoshkaBatchTopKTrainingSAEConfig(k=float(spec["k"]), matryoshka_widths=widths, **common))
+    if arch == "jumprelu":
+        return JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
+            l0_coefficient=float(spec["l0_coefficient"]), l0_warm_up_steps=warm,
+            jumprelu_init_threshold=float(spec["jumprelu_init_threshold"]),
+            jumprelu_bandwidth=float(spec["jumprelu_bandwidth"]), **common))
+    if arch == "standard":
+        return StandardTrainingSAE(StandardTrainingSAEConfig(
+            l1_coefficient=float(spec["l1_coefficient"]), l1_warm_up_steps=warm, **common))
+    if arch == "gated":
+        return GatedTrainingSAE(GatedTrainingSAEConfig(
+            l1_coefficient=float(spec["l1_coefficient"]), l1_warm_up_steps=warm, **common))
+    raise ConfigError(f"unknown SAE architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+
+
+def train_sae(x: torch.Tensor, out_dir: str | Path, spec: dict[str, Any], *, seed: int, device: str = "cpu",
+              metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train a SAELens SAE of any :data:`ARCHITECTURES` on activation vectors; save it in SAELens format.
+
+    The buffer is split into held-out rows (the first ``heldout_fraction``; ``x`` comes shuffled
+    from :func:`collect_vectors`) and training rows, which are moved to ``device`` once and
+    batched there (:func:`batches`); SAELens' ``SAETrainer`` runs ``training_tokens //
+    batch_size`` steps (it counts steps from ``train_batch_size_samples``, so every batch has
+    exactly that many rows). Losses stay on the device until training ends (no per-step sync).
+    The saved inference SAE is reloaded with ``SAE.load_from_disk`` and measured on the
+    held-out rows (:func:`measure`).
 
     Args:
-        x: (n, d_in) float32 training vectors (non-special, train-split tokens).
-        out_dir: written with ``cfg.json`` + ``sae_weights.safetensors`` (SAELens
-            ``save_inference_model`` format, loadable with ``SAE.load_from_disk``).
-        width: d_sae; k: active features per token; training_tokens: vectors seen in training.
+        x: (n, d_in) float32 training vectors (non-special, train-split tokens), shuffled.
+        out_dir: written with ``cfg.json`` (keys sorted, so reruns give the same bytes) +
+            ``sae_weights.safetensors`` (SAELens ``save_inference_model``, loadable with
+            ``SAE.load_from_disk``).
+        spec: a validated ``saes.<name>.train`` entry: ``architecture``, ``width``, its sparsity
+            key (``k`` / ``l0_coefficient`` / ``l1_coefficient``), ``training_tokens``,
+            ``batch_size``, ``lr`` (Adam; cosine-annealed to lr/10 after a warm-up of
+            min(100, steps/10)), ``heldout_fraction``, architecture keys (:func:`training_sae`).
     Returns:
-        Training log: losses and, on held-out vectors, explained variance, L0, dead fraction.
+        Training log: architecture, width, k (k architectures, else None), sparsity setting,
+        steps, loss curve (≤ 50 points), and ``heldout`` quality of the *saved* SAE (L0,
+        explained variance, MSE, dead fraction); for BatchTopK / Matryoshka (saved as JumpReLU
+        with a global threshold) also ``saved_l0_over_k`` = held-out L0 / k.
+    Raises:
+        ConfigError: an unknown architecture.
     """
-    from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens import SAE, SAETrainer
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
     torch.manual_seed(seed)
-    n_held = max(1, int(len(x) * heldout_fraction))
+    arch = spec["architecture"]
+    width, training_tokens, batch_size, lr = int(spec["width"]), int(spec["training_tokens"]), int(spec["batch_size"]), float(spec["lr"])
+    n_held = max(1, int(len(x) * spec["heldout_fraction"]))
     held, train = x[:n_held], x[n_held:]
     if len(train) < batch_size:
         batch_size = max(1, len(train))
         log.warning("only %d training vectors: batch size reduced to %d", len(train), batch_size)
-    cfg = TopKTrainingSAEConfig(
-        d_in=int(x.shape[1]), d_sae=width, k=k, device=device, dtype="float32",
-        normalize_activations="expected_average_only_in",
-    )
-    sae = TopKTrainingSAE(cfg)
+    train = train.to(device)  # once: batches are gathered on the device
+    steps = max(1, training_tokens // batch_size)
+    sae = training_sae(spec, int(x.shape[1]), device, steps)
     trainer_cfg = SAETrainerConfig(
-        total_training_samples=training_tokens, train_batch_size_samples=batch_size, lr=lr, lr_end=lr / 10,
-        lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(100, training_tokens // batch_size // 10),
-        device=device, dead_feature_window=max(50, training_tokens // batch_size // 10),
+        total_training_samples=steps * batch_size, train_batch_size_samples=batch_size, lr=lr, lr_end=lr / 10,
+        lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(100, steps // 10),
+        device=device, dead_feature_window=max(50, steps // 10),
         logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=min(100, max(1, len(train) // batch_size)),
     )
-    losses: list[float] = []
-    data = batches(train, batch_size, seed)
-
-    def provider() -> Iterator[torch.Tensor]:
-        for b in data:
-            yield b.to(device)
-
-    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=provider())
+    losses: list[torch.Tensor] = []
+    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches(train, batch_size, seed))
     step = trainer.step
 
     def logged_step(batch: torch.Tensor) -> Any:
         out = step(batch)
-        losses.append(float(out.loss.detach()))
+        losses.append(out.loss.detach())  # a device scalar: read once, after training
         return out
 
     trainer.step = logged_step  # type: ignore[method-assign]
     trained = trainer.fit()
+    curve = torch.stack(losses).float().cpu().tolist() if losses else []
+    del train, trainer, sae
     out_dir = Path(out_dir)
     trained.save_inference_model(str(out_dir))
     # SAELens writes cfg.json in an order that varies from run to run: sort it so that two
     # runs give the same bytes.
     cfg_path = out_dir / "cfg.json"
     cfg_path.write_text(json.dumps(json.loads(cfg_path.read_text()), sort_keys=True))
-    from sae_lens import SAE
-
     inference = SAE.load_from_disk(str(out_dir), device=device)
     quality = measure(inference, held)
-    every = max(1, len(losses) // 50)
-    return {
-        "architecture": "topk", "d_in": int(x.shape[1]), "d_sae": width, "k": k,
-        "training_tokens": training_tokens, "n_buffer_vectors": len(train), "n_heldout_vectors": n_held,
-        "steps": len(losses), "loss_curve": [(i, losses[i]) for i in range(0, len(losses), every)],
-        "final_loss": losses[-1] if losses else None, "heldout": quality, **(metadata or {}),
+    every = max(1, len(curve) // 50)
+    k = float(spec["k"]) if arch in K_ARCHITECTURES else None
+    report: dict[str, Any] = {
+        "architecture": arch, "saved_architecture": inference.cfg.architecture(), "d_in": int(x.shape[1]),
+        "d_sae": width, "k": k, "sparsity_key": SPARSITY_KEY[arch], "sparsity": float(spec[SPARSITY_KEY[arch]]),
+        "training_tokens": steps * batch_size, "batch_size": batch_size, "n_buffer_vectors": len(x) - n_held,
+        "n_heldout_vectors": n_held, "steps": len(curve), "loss_curve": [(i, curve[i]) for i in range(0, len(curve), every)],
+        "final_loss": curve[-1] if curve else None, "heldout": quality, **(metadata or {}),
     }
+    if arch in THRESHOLD_SAVED and k:
+        report["saved_l0_over_k"] = quality.get("l0", float("nan")) / k
+        if not 0.5 <= report["saved_l0_over_k"] <= 2.0:
+            log.warning("%s SAE saved as %s: held-out L0 %.1f is far from the trained k=%g (global threshold)",
+                        arch, report["saved_architecture"], quality.get("l0", float("nan")), k)
+    return report
+
+
+def train_topk(x: torch.Tensor, out_dir: str | Path, *, width: int, k: int, training_tokens: int, batch_size: int,
+               lr: float, heldout_fraction: float, seed: int, device: str = "cpu",
+               metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A TopK SAE through :func:`train_sae` (kept for callers of the former TopK-only function)."""
+    spec = {"architecture": "topk", "width": width, "k": k, "training_tokens": training_tokens, "batch_size": batch_size,
+            "lr": lr, "heldout_fraction": heldout_fraction}
+    return train_sae(x, out_dir, spec, seed=seed, device=device, metadata=metadata)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -4,7 +4,8 @@
 # asked for. Captions live in workflow/report/ (paths below are relative to this file); the
 # report's front page is workflow/report/workflow.rst.
 FIGURE_SUBCATEGORY = {"grid": "Probe grid", "transfer": "Cross-lingual transfer", "sweep": "Data size and regimes",
-                      "behaviour": "Behaviour", "ksparse": "k-sparse probing", "binarize_vs_ksparse": "k-sparse probing"}
+                      "behaviour": "Behaviour", "ksparse": "k-sparse probing", "binarize_vs_ksparse": "k-sparse probing",
+                      "saes": "Which SAE"}
 FIGURE_CAPTIONS = {name: "transfer" if table == "transfer" else name for name, table in PLAN.figures.items()}
 
 

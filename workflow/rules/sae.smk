@@ -9,7 +9,7 @@ rule train_sae:
     output:
         directory(sl.SAE),
     params:
-        train=lambda w: config["saes"][w.sae]["train"],
+        train=lambda w: sg.train_settings(config, w.sae),
         seed=config["seed"],
         datasets=lambda w: sg.sae_train_datasets(config, w.sae),
         runtime=runtime(device=config["device"]),
@@ -36,7 +36,7 @@ rule encode_sae:
     output:
         directory(sl.CODES),
     params:
-        sae=lambda w: sae_settings(w.sae),
+        sae=lambda w: sg.encode_settings(config, w.sae),
         rerun_on_weights=lambda w: sae_weights_fingerprint(w.sae, w.layer),
         runtime=runtime(device=config["device"], batch_size=lambda w: config["saes"][w.sae]["batch_size"]),
     threads: TORCH_THREADS
@@ -52,3 +52,67 @@ rule encode_sae:
         sl.benchmark("encode_sae", "{model}/{dataset}/{sae}/layer_{layer}")
     script:
         "../scripts/encode_sae.py"
+
+
+def quality_inputs(wildcards):
+    """An SAE's quality job reads its folder, and the activations, prepared data and (text) tokens of
+    the datasets whose held-out documents it is measured on (saeprobe.grid.sae_quality_datasets)."""
+    model = model_of(wildcards.sae)
+    datasets = sg.sae_quality_datasets(config, wildcards.sae)
+    text = [d for d in datasets if sg.dataset_kind(config, d) == "text"]
+    return {
+        "sae": sae_inputs(wildcards),
+        "activations": [sl.path(sl.ACTIVATIONS, model=model, dataset=d) for d in datasets],
+        "data": [sl.path(sl.DATA, dataset=d) for d in datasets],
+        "tokens": [sl.path(sl.TOKENS, model=model, dataset=d) for d in text],
+        "model": sl.path(sl.MODEL, model=model) if "random" in config["models"][model] else [],
+    }
+
+
+rule sae_quality:
+    input:
+        unpack(quality_inputs),
+    output:
+        sl.SAE_QUALITY,
+    params:
+        sae=lambda w: sg.encode_settings(config, w.sae),
+        model=lambda w: config["models"][model_of(w.sae)],
+        datasets=lambda w: sg.sae_quality_datasets(config, w.sae),
+        settings=config["sae_quality"],
+        seed=config["seed"],
+        rerun_on_weights=lambda w: {"sae": sae_weights_fingerprint(w.sae, w.layer),
+                                    "model": weights_fingerprint(model_of(w.sae))},
+        runtime=runtime(device=config["device"], token_budget=lambda w: config["models"][model_of(w.sae)]["token_budget"]),
+    threads: TORCH_THREADS
+    resources:
+        gpu=GPU,
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    log:
+        sl.log("sae_quality", "{sae}/layer_{layer}"),
+    benchmark:
+        sl.benchmark("sae_quality", "{sae}/layer_{layer}")
+    script:
+        "../scripts/sae_quality.py"
+
+
+rule sae_table:
+    input:
+        unpack(PLAN.sae_table_inputs),
+    output:
+        sl.tables("saes"),
+    params:
+        # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
+        quality=PLAN.sae_quality_inputs,
+    resources:
+        runtime=15,
+    conda:
+        ENV
+    log:
+        sl.log("sae_table"),
+    benchmark:
+        sl.benchmark("sae_table")
+    script:
+        "../scripts/sae_table.py"

@@ -20,6 +20,12 @@ PAGES = {
                   "majority_rate = share of the more common correct/incorrect label (majority_rate_test: on the test "
                   "split); per probe model and feature family, the probe with the best CV macro F1 and its test scores.",
                   "dataset"),
+    "saes": ("Which SAE gives the best probe features, and does it reconstruct best?",
+             "Per SAE and layer, quality on held-out documents: L0, explained variance, dead and dense fraction (latents "
+             "firing on more than dense_threshold of tokens) and, for causal LMs, loss recovered = (CE_zero - CE_spliced) / "
+             "(CE_zero - CE_clean) with the reconstruction spliced into the residual stream, and KL(clean || spliced); beside "
+             "it per dataset the SAE's best all-feature probe and best k-sparse probe (chosen on CV, test macro F1 shown).",
+             "dataset"),
     "transfer": ("Cross-lingual transfer", "Probe trained on train_lang's train split, scored on test_lang's test "
                  "split, same features; C chosen by CV on the training language only.", "dataset"),
 }
