@@ -61,3 +61,16 @@ def test_batches_have_exactly_the_batch_size_and_cover_the_buffer():
     assert len(set(torch.cat(epoch).squeeze(1).tolist())) == 8
     with pytest.raises(ValueError, match="cannot fill a batch"):
         next(batches(x, 11, seed=0))
+
+
+@pytest.mark.parametrize("arch", THRESHOLD_SAVED)
+def test_a_short_run_saves_a_threshold_that_keeps_about_k(tmp_path, arch):
+    """40 steps: at SAELens' threshold rate (0.01 per step) the saved threshold would still be 67 %
+    its zero start (0.99^40) and fire far more than k latents; the rate saeprobe sets forgets it."""
+    from saeprobe.sae import training_sae
+
+    spec = {**SPEC, "architecture": arch, "training_tokens": 40 * 256}
+    assert training_sae(spec, D_IN, "cpu", steps=40).cfg.topk_threshold_lr > 0.01
+    assert training_sae(spec, D_IN, "cpu", steps=100_000).cfg.topk_threshold_lr == 0.01  # long runs: SAELens' rate
+    log = train_sae(synthetic(12000, seed=1), tmp_path / arch, spec, seed=0)
+    assert log["steps"] == 40 and 0.5 <= log["saved_l0_over_k"] <= 2.0, log["heldout"]

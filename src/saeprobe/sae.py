@@ -321,14 +321,21 @@ def training_sae(spec: dict[str, Any], d_in: int, device: str, steps: int) -> An
     common = {"d_in": d_in, "d_sae": width, "device": device, "dtype": "float32",
               "normalize_activations": "expected_average_only_in"}
     warm = steps // 20
+    # BatchTopK's saved threshold is an exponential moving average of the batches' smallest kept
+    # activation, started at 0 and moved by topk_threshold_lr (SAELens' 0.01) per step: after n
+    # steps it still carries 0.99^n of its zero start (38 % after 97 steps, when the saved SAE fired
+    # 152 latents per token for k = 32). The rate is raised so that the start is forgotten within a
+    # tenth of the run (e^-10 of it remains at the end), and never below SAELens' default.
+    threshold_lr = min(0.5, max(0.01, 100.0 / steps))
     if arch == "topk":
         return TopKTrainingSAE(TopKTrainingSAEConfig(k=int(spec["k"]), **common))
     if arch == "batchtopk":
-        return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(k=float(spec["k"]), **common))
+        return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(k=float(spec["k"]), topk_threshold_lr=threshold_lr,
+                                                               **common))
     if arch == "matryoshka_batchtopk":
         widths = [int(w) for w in spec["matryoshka_widths"] if int(w) < width] + [width]
-        return MatryoshkaBatchTopKTrainingSAE(
-            MatryoshkaBatchTopKTrainingSAEConfig(k=float(spec["k"]), matryoshka_widths=widths, **common))
+        return MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
+            k=float(spec["k"]), matryoshka_widths=widths, topk_threshold_lr=threshold_lr, **common))
     if arch == "jumprelu":
         return JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
             l0_coefficient=float(spec["l0_coefficient"]), l0_warm_up_steps=warm,
