@@ -38,7 +38,8 @@ rule encode_sae:
     params:
         sae=lambda w: sae_settings(w.sae),
         rerun_on_weights=lambda w: sae_weights_fingerprint(w.sae, w.layer),
-        runtime=runtime(device=config["device"], batch_size=lambda w: config["saes"][w.sae]["batch_size"]),
+        runtime=runtime(device=config["device"], batch_size=lambda w: config["saes"][w.sae]["batch_size"],
+                        encode_dtype=lambda w: config["saes"][w.sae]["encode_dtype"]),
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
