@@ -431,9 +431,8 @@ def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group
     device = next(sae.parameters()).device
     d_sae, d_in = int(sae.cfg.d_sae), int(sae.cfg.d_in)
     compute = encode_dtype(dtype, device)
-    if store.n_tokens and store.rows(layer, 0, 1).shape[1] != d_in:
-        raise ValueError(f"SAE input width d_in={d_in} does not match the model's d_model="
-                         f"{store.rows(layer, 0, 1).shape[1]} at layer {layer}")
+    if store.width(layer) != d_in:
+        raise ValueError(f"SAE input width d_in={d_in} does not match the model's d_model={store.width(layer)} at layer {layer}")
     encoder = sae if compute == torch.float32 else copy.deepcopy(sae).to(compute)
     writers = {
         "indices": AppendWriter(create_array(group, "indices", (), np.int32, chunk_tokens * 32)),
@@ -465,8 +464,6 @@ def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group
         writer.submit({"indptr": np.zeros(1, np.int64)})
         # Each chunk is read and decompressed once, on a worker thread while the last block is encoded.
         for raw, weights, special in prefetch(map(read, store.chunk_blocks(layer, step))):
-            if raw.shape[1] != d_in:
-                raise ValueError(f"SAE input width d_in={d_in} does not match the model's d_model={raw.shape[1]} at layer {layer}")
             block = raw.to(device, non_blocking=True)
             for m in range(2):
                 n_meter[m] += int(weights[m].sum())  # on the host

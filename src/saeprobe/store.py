@@ -368,6 +368,16 @@ class ActivationStore(RaggedStore):
         rows = self._read(key, row_start, row_stop)
         return rows if dtype is None else np.asarray(rows, dtype=dtype)
 
+    def width(self, layer: int) -> int:
+        """d_model of layer ``layer`` (from the array's metadata: no chunk is read).
+
+        Raises:
+            KeyError: the store has no such layer. CacheError: see :class:`RaggedStore`.
+        """
+        if f"layer_{layer}" not in self.group:
+            raise KeyError(f"{self.path}: no layer {layer} (stored: {self.layers})")
+        return int(self._array(f"layer_{layer}").shape[1])
+
     def chunk_blocks(self, layer: int, min_rows: int) -> Iterator[tuple[int, int]]:
         """Row ranges (start, stop) covering all tokens, each a whole number of ``layer_{layer}``'s
         chunks and at least ``min_rows`` rows (the last one shorter): reading them decodes every
