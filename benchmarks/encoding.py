@@ -15,7 +15,11 @@ token (Gemma Scope's canonical SAEs have L0 around 50-100).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +114,91 @@ def bench_encoding(sae: Any, store_path: Path, layer: int, out: Path, device: to
 
 def _array_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def chunk_reads() -> Iterator[Counter[str]]:
+    """Count the keys Zarr's LocalStore reads while inside (one ``get`` per chunk decoded)."""
+    counts: Counter[str] = Counter()
+    original = zarr.storage.LocalStore.get
+
+    async def get(self: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+        counts[key] += 1
+        return await original(self, key, *args, **kwargs)
+
+    zarr.storage.LocalStore.get = get  # type: ignore[method-assign]
+    try:
+        yield counts
+    finally:
+        zarr.storage.LocalStore.get = original  # type: ignore[method-assign]
+
+
+def _legacy_copy(store: ActivationStore, layer: int, path: Path) -> ActivationStore:
+    """``store`` rewritten in the chunking of stores before: 16,384-row chunks of ``layer_{layer}``."""
+    from saeprobe.store import ACTIVATION_COMPRESSOR, CHUNK_TOKENS, AppendWriter, create_array, write_index
+
+    group = zarr.open_group(str(path), mode="w")
+    rows = store.rows(layer, 0, store.n_tokens, dtype=None)
+    w = AppendWriter(create_array(group, f"layer_{layer}", rows.shape[1:], rows.dtype, CHUNK_TOKENS, ACTIVATION_COMPRESSOR))
+    s = AppendWriter(create_array(group, "special", (), bool, CHUNK_TOKENS * 4))
+    w.write(rows), s.write(store.special(0, store.n_tokens))
+    w.close(), s.close()
+    write_index(group, store.offsets, store.doc_id)
+    return ActivationStore(path)
+
+
+def decode_work(sae: Any, store_path: Path, layer: int, out: Path, *, batch_size: int) -> dict[str, Any]:
+    """Chunk decodes of ``layer_{layer}`` per stored chunk, and bytes decompressed per token.
+
+    ``before``: the store in the chunking of before (16,384-row chunks) read as encode_store did
+    (document blocks of one encode batch each, through ``store.rows``: a chunk spanning k blocks
+    is decoded k times); ``after_legacy``: encode_store now on that same store; ``after``:
+    encode_store now on the store as extraction writes it now (4,096-row chunks).
+    Counted at Zarr's ``LocalStore.get`` (one per chunk read).
+    """
+    d_sae = int(sae.cfg.d_sae)
+    step = encode_batch_size(batch_size, d_sae)
+    store = ActivationStore(store_path)
+    legacy = _legacy_copy(store, layer, out / "legacy.zarr")
+    prefix = f"layer_{layer}/c/"
+    res: dict[str, Any] = {"batch_tokens": step}
+
+    def work(s: ActivationStore, counts: Counter[str]) -> dict[str, Any]:
+        array = s.group[f"layer_{layer}"]
+        rows = int(array.chunks[0])
+        decodes = sum(n for k, n in counts.items() if k.startswith(prefix))
+        n_chunks = -(-s.n_tokens // rows)
+        return {"chunk_rows": rows, "decodes_per_chunk": decodes / n_chunks,
+                "bytes_per_token": decodes * rows * int(array.shape[1]) * array.dtype.itemsize / s.n_tokens}
+
+    with chunk_reads() as counts:
+        for a, b in legacy.doc_blocks(step):
+            legacy.rows(layer, int(legacy.offsets[a]), int(legacy.offsets[b]), dtype=None)
+    res["before"] = work(legacy, counts)
+    for name, s in (("after_legacy", legacy), ("after", store)):
+        with chunk_reads() as counts:
+            encode_store(sae, s, layer, zarr.open_group(str(out / f"{name}.zarr"), mode="w"),
+                         heldout_docs=np.zeros(int(s.doc_id.max()) + 1, bool), batch_size=batch_size)
+        res[name] = work(s, counts)
+    return res
+
+
+def bf16_agreement(sae: Any, x: torch.Tensor) -> dict[str, Any]:
+    """How bf16 encoding agrees with float32 on activations ``x`` (n, d_in): mean Jaccard of the
+    active latents per token, relative error ‖bf16 − fp32‖ / ‖fp32‖ of the code values (all
+    tokens, float64), and the L0 of each."""
+    enc = copy.deepcopy(sae).to(torch.bfloat16)
+    jac, num, den, l0 = [], 0.0, 0.0, [0, 0]
+    with torch.inference_mode():
+        for i in range(0, len(x), 1024):
+            xb = x[i : i + 1024].float()
+            a = sae.encode(xb).double()
+            b = enc.encode(xb.to(torch.bfloat16)).double()
+            both, either = ((a != 0) & (b != 0)).sum(1), ((a != 0) | (b != 0)).sum(1)
+            jac.append((both / either.clamp(min=1)).cpu().numpy())
+            num += float(((a - b) ** 2).sum())
+            den += float((a**2).sum())
+            l0[0] += int((a != 0).sum())
+            l0[1] += int((b != 0).sum())
+    return {"tokens": len(x), "jaccard": float(np.concatenate(jac).mean()), "rel_error": (num / max(den, 1e-30)) ** 0.5,
+            "l0_fp32": l0[0] / len(x), "l0_bf16": l0[1] / len(x)}

@@ -21,6 +21,7 @@ optimistic and model FLOP utilisation (MFU) understates how busy the machine is.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -245,3 +246,84 @@ def _naive_shapes(lengths: np.ndarray, batch_size: int) -> list[tuple[int, int]]
 def du(path: Path) -> int:
     """Bytes of the files under ``path``."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- writer throughput
+
+H200_BF16_FLOPS = 989e12  # dense bf16 tensor-core peak of an H200 (SXM)
+GEMMA2B_PARAMS = 2.6e9
+
+
+def h200_tokens_per_s(params: float = GEMMA2B_PARAMS, mfu: float = 0.5) -> float:
+    """Estimated forward tokens/s of an H200: ``mfu`` x 989 TFLOP/s bf16 / (2 x ``params``) FLOPs per token."""
+    return mfu * H200_BF16_FLOPS / (2.0 * params)
+
+
+def bench_writer(*, tokens: int, d_model: int = 2304, n_layers: int = 3, batch_tokens: int = 16384,
+                 repeats: int = 1, seed: int = 0) -> dict[str, Any]:
+    """Writer throughput (GB/s of float16 activations in, to a local Zarr store) on a
+    Gemma-2B-shaped stream: ``n_layers`` layers of ``d_model`` float16, ``batch_tokens`` rows per
+    batch, data N(0, s_j²) per dimension with log-normal scales s_j (residual streams have a few
+    large dimensions; compressibility is that of such data, not of a real model's).
+
+    ``current``: saeprobe's writers (:func:`saeprobe.activations.activation_writers`: 4,096-row
+    chunks, 4 per append, one thread per layer); ``before``: 16,384-row chunks, one per append,
+    one writer thread for all layers. Each into a local folder (compression and disk) and into
+    a Zarr ``MemoryStore`` (compression alone). The producer only submits, so the wall time is
+    the writer's.
+    """
+    from saeprobe.activations import activation_writers
+    from saeprobe.store import ACTIVATION_COMPRESSOR, AppendWriter, BackgroundWriter, create_array
+
+    rng = np.random.default_rng(seed)
+    scale = np.exp(rng.normal(0, 1, d_model)).astype(np.float32)
+    batch = (rng.standard_normal((batch_tokens, d_model), dtype=np.float32) * scale).astype(np.float16)
+    n_batches = max(1, tokens // batch_tokens)
+    gb = n_batches * batch_tokens * d_model * 2 * n_layers / 1e9
+
+    class Fan:  # before: one writer thread writing each array of a batch in turn
+        def __init__(self, writers: dict[str, AppendWriter]) -> None:
+            self.writers = writers
+
+        def write(self, rows: dict[str, np.ndarray]) -> None:
+            for key, r in rows.items():
+                self.writers[key].write(r)
+
+        def close(self) -> int:
+            return max(w.close() for w in self.writers.values())
+
+    def run(variant: str, in_memory: bool) -> float:
+        folder = temp_dir(f"writer-{variant}")
+        group = zarr.open_group(zarr.storage.MemoryStore() if in_memory else str(folder), mode="w")
+        layers = list(range(n_layers))
+        if variant == "current":
+            writer: Any = BackgroundWriter(activation_writers(group, layers, d_model, "float16"))
+        else:
+            plain = {f"layer_{i}": AppendWriter(create_array(group, f"layer_{i}", (d_model,), "float16", 16384,
+                                                             ACTIVATION_COMPRESSOR)) for i in layers}
+            plain["special"] = AppendWriter(create_array(group, "special", (), bool, 65536))
+            writer = BackgroundWriter({"all": Fan(plain)})  # type: ignore[dict-item]
+            writer.submit = lambda rows, w=writer, s=BackgroundWriter.submit: s(w, {"all": rows})  # type: ignore[method-assign]
+        special = np.zeros(batch_tokens, bool)
+        t0 = time.perf_counter()
+        with writer:
+            for _ in range(n_batches):
+                writer.submit({**{f"layer_{i}": batch for i in layers}, "special": special})
+            writer.close()
+        wall = time.perf_counter() - t0
+        remove(folder)
+        return wall
+
+    walls: dict[str, list[float]] = {f"{v}{m}": [] for v in ("current", "before") for m in ("", "_memory")}
+    for r in range(repeats):
+        for v in (["current", "before"] if r % 2 == 0 else ["before", "current"]):
+            for m in ("", "_memory"):
+                walls[f"{v}{m}"].append(run(v, bool(m)))
+    out = {v: gb / float(np.median(w)) for v, w in walls.items()}
+    h200 = h200_tokens_per_s()
+    return {"d_model": d_model, "layers": n_layers, "tokens": n_batches * batch_tokens, "gb": gb,
+            "writer_gb_per_s": out["current"], "before_gb_per_s": out["before"],
+            "writer_memory_gb_per_s": out["current_memory"], "before_memory_gb_per_s": out["before_memory"], "wall_s": walls,
+            "h200_tokens_per_s": h200, "h200_gb_per_s": h200 * d_model * 2 * n_layers / 1e9,
+            "assumption": "H200 forward = 0.5 x 989 TFLOP/s bf16 / (2 x 2.6e9 params) FLOP per token",
+            "cpu_threads": os.cpu_count()}

@@ -107,7 +107,8 @@ def bench_model(ms: setups.ModelSetup, texts: list[str], args: argparse.Namespac
     model = ms.load(device, dtype)
     res: dict[str, Any] = {"layers": ms.layers, "compute_dtype": str(dtype).removeprefix("torch."),
                            "store_dtype": ms.store_dtype, "documents": len(ids), "tokens": n_tokens,
-                           "max_length": ms.max_length, "token_budget": args.token_budget, "setup": ms.describe}
+                           "max_length": ms.max_length, "token_budget": args.token_budget, "setup": ms.describe,
+                           "d_model": int(model.config.hidden_size)}
     store = work / f"{ms.name}.zarr"
     if "extraction" in args.sections or "encoding" in args.sections:
         log(f"{ms.name}: extraction, {n_tokens:,} tokens, {args.repeats} interleaved runs per variant")
@@ -159,6 +160,9 @@ def bench_model(ms: setups.ModelSetup, texts: list[str], args: argparse.Namespac
             out.mkdir(exist_ok=True)
             enc = encoding.bench_encoding(sae, store, layer, out, device, batch_size=args.sae_batch, repeats=args.repeats)
             enc.update(kind=shape.kind, layer=layer)
+            log(f"{ms.name}: {name}: decode work per token and bf16 agreement")
+            enc["decode_work"] = encoding.decode_work(sae, store, layer, out / "decode_work.zarr", batch_size=args.sae_batch)
+            enc["bf16"] = encoding.bf16_agreement(sae, sample[: args.bf16_tokens])
             if args.profile:
                 import zarr
 
@@ -170,6 +174,11 @@ def bench_model(ms: setups.ModelSetup, texts: list[str], args: argparse.Namespac
                                                batch_size=args.sae_batch), device)
             res["encoding"][name] = enc
             shutil.rmtree(out, ignore_errors=True)
+        if args.bf16_wide:
+            name = f"jumprelu-{args.bf16_wide}"
+            log(f"{ms.name}: bf16 agreement of a random {name} SAE (no encode_store run)")
+            sae = encoding.build_sae("jumprelu", sample.shape[1], args.bf16_wide, k=64, l0=64, sample=sample, device=device)
+            res["bf16_wide"] = {name: encoding.bf16_agreement(sae, sample[: args.bf16_tokens])}
     return res
 
 
@@ -279,6 +288,55 @@ def render(results: dict[str, Any]) -> str:
                 lines += [f"### torch.profiler: extraction ({name})", "", "```", res[key], "```", ""]
         for sname, table in res.get("profile_encoding", {}).items():
             lines += [f"### torch.profiler: encode_store ({name}, {sname})", "", "```", table, "```", ""]
+    if "writer" in results:
+        w = results["writer"]
+        lines += ["## Writer throughput (Gemma-2B-shaped stream)", "",
+                  f"{w['layers']} layers x d_model {w['d_model']} float16, {w['tokens']:,} tokens ({w['gb']:.2f} GB), "
+                  f"synthetic N(0, s_j²) rows; {w['cpu_threads']} CPU threads.", "",
+                  "| writer | GB/s to disk | GB/s in memory (compression only) |", "|---|---|---|",
+                  f"| saeprobe (4,096-row chunks, 4 per append, one thread per layer) | {w['writer_gb_per_s']:.3f} | "
+                  f"{w['writer_memory_gb_per_s']:.3f} |",
+                  f"| before (16,384-row chunks, 1 per append, one thread) | {w['before_gb_per_s']:.3f} | "
+                  f"{w['before_memory_gb_per_s']:.3f} |", "",
+                  "| producer | tokens/s | GB/s of activations |", "|---|---|---|",
+                  f"| H200 forward, estimated ({w['assumption']}) | {fmt(w['h200_tokens_per_s'])} | {w['h200_gb_per_s']:.3f} |"]
+        for name, res in results.get("models", {}).items():
+            if "extraction" in res:
+                tps = res["extraction"]["bare"]["tokens_per_s"]
+                per_token = len(res["layers"]) * res["d_model"] * (2 if res["store_dtype"] == "float16" else 4)
+                lines.append(f"| {name} bare forward on this machine (measured; {len(res['layers'])} x {res['d_model']} "
+                             f"{res['store_dtype']}) | {fmt(tps)} | {tps * per_token / 1e9:.4f} |")
+                checks.append((f"writer vs {name} bare forward (this machine)", ">= 1x",
+                               f"{w['writer_gb_per_s'] / (tps * per_token / 1e9):.1f}x",
+                               w["writer_gb_per_s"] >= tps * per_token / 1e9))
+        checks.append(("writer vs H200 forward (estimate)", ">= 1x", f"{w['writer_gb_per_s'] / w['h200_gb_per_s']:.2f}x "
+                       f"on {w['cpu_threads']} CPU threads", w["writer_gb_per_s"] >= w["h200_gb_per_s"]))
+        lines.append("")
+    for name, res in results.get("models", {}).items():
+        rows = [(s, e) for s, e in res.get("encoding", {}).items() if "decode_work" in e]
+        if rows:
+            lines += [f"## Encoding decode work and bf16 agreement: {name}", "",
+                      "| SAE | batch tokens | read | chunk rows | decodes per chunk | bytes decompressed per token |",
+                      "|---|---|---|---|---|---|"]
+            labels = {"before": "before (document blocks, store.rows)", "after_legacy": "encode_store now, same store",
+                      "after": "encode_store now, store as written now"}
+            for sname, e in rows:
+                d = e["decode_work"]
+                for key, label in labels.items():
+                    lines.append(f"| {sname} | {d['batch_tokens']:,} | {label} | {d[key]['chunk_rows']:,} | "
+                                 f"{d[key]['decodes_per_chunk']:.2f} | {fmt(d[key]['bytes_per_token'])} |")
+                ok = all(abs(d[k]["decodes_per_chunk"] - 1) < 1e-9 for k in ("after", "after_legacy"))
+                checks.append((f"{name}: {sname} encode decodes per chunk", "= 1",
+                               f"{d['after']['decodes_per_chunk']:.2f} (16,384-row chunks: {d['after_legacy']['decodes_per_chunk']:.2f}, "
+                               f"before {d['before']['decodes_per_chunk']:.2f})", ok))
+            lines += ["", "| SAE | tokens | active-set Jaccard (mean per token) | relative value error | L0 fp32 | L0 bf16 |",
+                      "|---|---|---|---|---|---|"]
+            agree = [(s, e["bf16"]) for s, e in rows] + list(res.get("bf16_wide", {}).items())
+            for sname, b in agree:
+                lines.append(f"| {sname} | {b['tokens']:,} | {b['jaccard']:.4f} | {b['rel_error']:.4f} | "
+                             f"{b['l0_fp32']:.1f} | {b['l0_bf16']:.1f} |")
+            lines += ["", "bf16 encode = a bfloat16 copy of the random SAE applied to the activations cast to bfloat16, on "
+                      "this machine; codes compared with the float32 encode. Probe macro F1 is not measured here.", ""]
     if "memory" in results:
         mem = results["memory"]
         lines += [f"## Peak memory ({mem['model']}, SAE {mem['sae']}; base {mem['base_documents']} documents)", "",
@@ -345,7 +403,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs per variant (median reported)")
     ap.add_argument("--dtype", default="auto", help="compute dtype (auto = bfloat16 where native, as the workflow)")
     ap.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch (default: the config "
-                    "default 16384 on CPU, 65536 on CUDA)")
+                    "default 16384, on every device)")
+    ap.add_argument("--writer-tokens", type=int, default=131072, help="tokens of the Gemma-2B-shaped writer stream")
+    ap.add_argument("--bf16-tokens", type=int, default=4096, help="tokens of the bf16-vs-fp32 encode agreement")
+    ap.add_argument("--bf16-wide", type=int, default=65536, help="also measure bf16 agreement of a JumpReLU SAE this "
+                    "wide (0 = no)")
     ap.add_argument("--naive-batch", type=int, default=32, help="documents per batch of the naive loop")
     ap.add_argument("--sae-batch", type=int, default=4096, help="tokens per encoding batch (the config default)")
     ap.add_argument("--overrides", type=json.loads, default={}, help="gemma setup: JSON of Gemma2Config fields to override")
@@ -377,6 +439,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.max_docs, args.repeats = min(args.max_docs, 48), 1
         args.memory_docs, args.probe_docs, args.probe_width, args.dag_datasets = 12, 1000, 4096, 1
+        args.writer_tokens, args.bf16_tokens, args.bf16_wide = 32768, 1024, min(args.bf16_wide, 8192)
     return args
 
 
@@ -387,7 +450,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = pick_device(args.device)
     setup = args.setup if args.setup != "auto" else ("gemma" if device.type == "cuda" else "cpu")
     if args.token_budget is None:
-        args.token_budget = 65536 if device.type == "cuda" else 16384
+        args.token_budget = 16384  # the workflow's default on every device
     options = {"setup": setup, "models": args.models.split(",") if args.models else None, "overrides": args.overrides,
                "layers": args.layers, "sae_widths": args.sae_widths, "sae_l0": args.sae_l0, "max_length": args.max_length,
                "paper_width": args.paper_width or None}
@@ -404,6 +467,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if {"extraction", "encoding"} & set(args.sections):
             for ms in model_setups:
                 results["models"][ms.name] = bench_model(ms, texts, args, device, work, flops_cache)
+        if "extraction" in args.sections:
+            log(f"writer: {args.writer_tokens:,} tokens of a Gemma-2B-shaped stream (3 x 2304 float16)")
+            results["writer"] = extraction.bench_writer(tokens=args.writer_tokens, repeats=args.repeats)
         if "memory" in args.sections:
             results["memory"] = bench_memory(model_setups[0], texts, args, device, work, options)
         if "probe" in args.sections:

@@ -41,6 +41,14 @@ def test_quick_run_prints_every_section(tmp_path):
     enc = res["models"]["stories260k"]["encoding"]["topk-256"]
     assert enc["l0"] == pytest.approx(16)  # the config's k
     assert enc["dense_fp32_bytes_per_token"] == 4 * 256 and 0 < enc["code_bytes_per_token"] < 4 * 256
+    assert "## Writer throughput" in table and "H200 forward, estimated" in table
+    assert res["writer"]["writer_gb_per_s"] > 0 and res["writer"]["h200_gb_per_s"] == pytest.approx(
+        0.5 * 989e12 / (2 * 2.6e9) * 3 * 2304 * 2 / 1e9)
+    work = enc["decode_work"]
+    assert work["after"]["decodes_per_chunk"] == work["after_legacy"]["decodes_per_chunk"] == 1.0
+    assert work["before"]["decodes_per_chunk"] >= 1.0 and work["before"]["chunk_rows"] == 16384
+    assert 0.5 < enc["bf16"]["jaccard"] <= 1.0 and enc["bf16"]["rel_error"] < 0.5
+    assert "## Encoding decode work and bf16 agreement: stories260k" in table
     assert {r["stage"] for r in res["memory"]["runs"]} == {"forward", "extract", "encode"}
     assert [r["tokens"] for r in res["memory"]["runs"] if r["stage"] == "extract"][1] == \
         8 * [r["tokens"] for r in res["memory"]["runs"] if r["stage"] == "extract"][0]

@@ -9,9 +9,12 @@ used). ``layer_convention='mosaic'`` instead captures the *input* of block L, i.
 
 The forward pass stops (by :class:`StopForward`, raised from the hook) as soon as the deepest
 requested layer has been captured (:class:`LayerCapture`). Documents are sorted by length and batched under a padded
-token budget; only real (non-pad) tokens are written. Rows are cast to the stored dtype on the
-model's device and handed to a writer thread (:class:`saeprobe.store.BackgroundWriter`), so
-compression and Zarr I/O overlap with the next batch's forward pass.
+token budget; only real (non-pad) tokens are written. Per batch, the real tokens of every layer
+are gathered and cast to the stored dtype on the model's device, the NaN/inf and float16-range
+check runs there too, and everything comes back in one device→host copy (into pinned memory
+on CUDA, ``non_blocking``) followed by one synchronisation. The rows go to one writer thread
+per layer (:class:`saeprobe.store.BackgroundWriter`), so compression and Zarr I/O overlap with
+the next batch's forward pass.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,9 +35,18 @@ from tqdm import tqdm
 from saeprobe import heap
 from saeprobe.errors import NonFiniteError, StoreRangeError
 from saeprobe.models import blocks
-from saeprobe.store import ACTIVATION_COMPRESSOR, CHUNK_TOKENS, AppendWriter, BackgroundWriter, create_array, write_index
+from saeprobe.store import (
+    ACTIVATION_CHUNK_TOKENS,
+    ACTIVATION_COMPRESSOR,
+    WRITE_ROWS,
+    AppendWriter,
+    BackgroundWriter,
+    create_array,
+    write_index,
+)
 
-__all__ = ["FLOAT16_MAX", "LayerCapture", "StopForward", "check_activations", "extract", "hook_point", "plan_batches"]
+__all__ = ["FLOAT16_MAX", "LayerCapture", "StopForward", "activation_writers", "check_activations", "check_peaks", "extract",
+           "hook_point", "plan_batches"]
 
 log = logging.getLogger("saeprobe")
 
@@ -90,15 +103,65 @@ def check_activations(h: torch.Tensor, layer: int, docs: np.ndarray, store_dtype
             (65504; also an ``OverflowError``).
     """
     peak = float(h.abs().max()) if h.numel() else 0.0
-    if not np.isfinite(peak):
-        raise NonFiniteError(f"layer {layer}: non-finite activations (NaN or inf) in documents {docs.tolist()[:10]}; "
-                             "check the weights, or compute in a wider dtype (dtype: float32)")
-    if store_dtype == "float16" and peak > FLOAT16_MAX:
-        raise StoreRangeError(
-            f"layer {layer}: activation magnitude {peak:.0f} exceeds float16's range (65504) "
-            f"in documents {docs.tolist()[:10]}; set store_dtype: float32 for this model"
-        )
+    check_peaks([peak], [layer], docs, store_dtype)
     return peak
+
+
+def check_peaks(peaks: Sequence[float], layers: Sequence[int], docs: np.ndarray, store_dtype: str) -> None:
+    """:func:`check_activations` on per-layer peaks already computed (on the device, one host sync per batch).
+
+    Args:
+        peaks: largest |activation| per layer of ``layers`` (NaN or inf where the layer had one).
+    Raises:
+        NonFiniteError, StoreRangeError: as :func:`check_activations`, for the first bad layer.
+    """
+    for peak, layer in zip(peaks, layers, strict=True):
+        peak = float(peak)
+        if not np.isfinite(peak):
+            raise NonFiniteError(f"layer {layer}: non-finite activations (NaN or inf) in documents {docs.tolist()[:10]}; "
+                                 "check the weights, or compute in a wider dtype (dtype: float32)")
+        if store_dtype == "float16" and peak > FLOAT16_MAX:
+            raise StoreRangeError(
+                f"layer {layer}: activation magnitude {peak:.0f} exceeds float16's range (65504) "
+                f"in documents {docs.tolist()[:10]}; set store_dtype: float32 for this model"
+            )
+
+
+def activation_writers(group: zarr.Group, layers: Sequence[int], d_model: int, store_dtype: str,
+                       chunk_tokens: int = ACTIVATION_CHUNK_TOKENS) -> dict[str, AppendWriter]:
+    """Writers of a dense activation store's arrays: ``layer_{L}`` ((0, d_model) ``store_dtype``,
+    ``chunk_tokens`` rows per chunk, :data:`~saeprobe.store.ACTIVATION_COMPRESSOR`, several chunks
+    per append) and ``special`` (bool), for a :class:`~saeprobe.store.BackgroundWriter`."""
+    per_write = max(1, WRITE_ROWS // chunk_tokens)
+    writers = {f"layer_{layer}": AppendWriter(create_array(group, f"layer_{layer}", (d_model,), store_dtype, chunk_tokens,
+                                                           ACTIVATION_COMPRESSOR), per_write) for layer in layers}
+    writers["special"] = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
+    return writers
+
+
+def to_host(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Copy device tensors to the host with ``non_blocking=True`` (into pinned memory from CUDA)
+    and synchronise once; CPU tensors are returned as they are."""
+    out = [t.to("cpu", non_blocking=True) for t in tensors]
+    devices = {t.device for t in tensors if t.device.type == "cuda"}
+    for device in devices:
+        torch.cuda.current_stream(device).synchronize()
+    return out
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on ``device``: through pinned memory and ``non_blocking`` on CUDA."""
+    t = torch.from_numpy(array)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def writer_stats(writer: BackgroundWriter, wall_s: float) -> dict[str, Any]:
+    """The writer's busy seconds per array, its busiest array and the producer's wall seconds
+    (the writer kept up when ``busy_max_s`` is below ``wall_s``)."""
+    busy = {key: round(v, 3) for key, v in writer.busy_s.items()}
+    return {"busy_s": busy, "busy_max_s": max(busy.values(), default=0.0), "wall_s": round(wall_s, 3)}
 
 
 @functools.cache
@@ -212,7 +275,7 @@ def extract(
     token_budget: int = 16384,
     store_dtype: str = "float16",
     pad_id: int = 0,
-    chunk_tokens: int = CHUNK_TOKENS,
+    chunk_tokens: int = ACTIVATION_CHUNK_TOKENS,
     max_pending: int = 2,
 ) -> dict[str, Any]:
     """Run the model over all documents and write a ragged activation store into ``group``.
@@ -224,10 +287,12 @@ def extract(
         group: empty Zarr group to fill (see :mod:`saeprobe.store`).
         layers: block indices to capture.
         token_budget: padded tokens per forward batch; chunk_tokens: rows per Zarr chunk.
-        max_pending: batches that may wait for the writer thread (bounds memory: each holds
-            the batch's real tokens × d_model × len(layers) values of ``store_dtype``).
+        max_pending: batches that may wait for each layer's writer thread (bounds memory: each
+            holds the batch's real tokens × d_model values of ``store_dtype``).
     Returns:
-        Statistics: tokens, documents, max |activation| per layer.
+        Statistics: ``n_docs``, ``n_tokens``, ``max_abs`` (max |activation| per layer) and
+        ``writer`` (:func:`writer_stats`: seconds each array's writer thread was busy, the
+        busiest, and the wall seconds of the whole extraction).
     Raises:
         StoreRangeError: ``store_dtype='float16'`` and an activation exceeds float16's range
             (65504); names the layer and the documents — use ``store_dtype: float32``.
@@ -238,13 +303,12 @@ def extract(
     d_model = int(model.config.hidden_size)
     to_dtype = {"float16": torch.float16, "float32": torch.float32}[store_dtype]
     capture = LayerCapture(model, layers, convention)
-    writers = {f"layer_{layer}": AppendWriter(create_array(group, f"layer_{layer}", (d_model,), store_dtype, chunk_tokens,
-                                                           ACTIVATION_COMPRESSOR)) for layer in layers}
-    writers["special"] = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
+    writers = activation_writers(group, layers, d_model, store_dtype, chunk_tokens)
     max_abs = {layer: 0.0 for layer in layers}
     order: list[np.ndarray] = []
     guard = heap.HeapGuard()
-    # Compression and Zarr writes run on a worker thread while the next batch is computed.
+    start = time.perf_counter()
+    # Compression and Zarr writes run on worker threads while the next batch is computed.
     with BackgroundWriter(writers, max_pending=max_pending) as writer:
         try:
             with torch.inference_mode(), tqdm(total=int(lengths.sum()), unit="tok", desc="forward", mininterval=5) as bar:
@@ -254,26 +318,34 @@ def extract(
                     if width == 0:
                         continue
                     ids = np.full((len(batch), width), pad_id, dtype=np.int64)
-                    mask = np.zeros((len(batch), width), dtype=bool)
+                    mask = np.zeros((len(batch), width), dtype=np.int64)
                     for row, doc in enumerate(batch):
                         ids[row, : lengths[doc]] = input_ids[doc]
-                        mask[row, : lengths[doc]] = True
-                    ids_t = torch.from_numpy(ids).to(device)
-                    mask_t = torch.from_numpy(mask).to(device)
-                    out = capture.run(model, ids_t, mask_t.long())
-                    rows: dict[str, np.ndarray] = {}
-                    for layer in layers:
-                        h = out[layer][mask_t]  # (real tokens of the batch, d_model), doc by doc, compute dtype
-                        max_abs[layer] = max(max_abs[layer], check_activations(h, layer, batch, store_dtype))
-                        # Cast on the device (one rounding, round-to-nearest-even: the same bits as
-                        # casting through float32 with numpy), then copy the smaller array to the host.
-                        rows[f"layer_{layer}"] = h.to(to_dtype).cpu().numpy()
+                        mask[row, : lengths[doc]] = 1
+                    real = np.flatnonzero(mask)  # row-major: the real tokens, doc by doc (no device-side nonzero)
+                    idx_t = to_device(real, device)
+                    out = capture.run(model, to_device(ids, device), to_device(mask, device))
+                    # On the device: gather the real tokens, their peak |value| (NaN/inf propagate),
+                    # and the cast to the stored dtype (one rounding, round-to-nearest-even: the same
+                    # bits as casting through float32 with numpy).
+                    staged = torch.empty((len(layers), len(real), d_model), dtype=to_dtype, device=device)
+                    peaks = []
+                    for i, layer in enumerate(layers):
+                        h = out[layer].reshape(-1, d_model).index_select(0, idx_t)  # compute dtype
+                        peaks.append(h.abs().amax().float())
+                        staged[i] = h
+                    host, peak_t = to_host([staged, torch.stack(peaks)])  # one copy of the rows, one sync
+                    peak_np = peak_t.numpy()
+                    check_peaks(peak_np, layers, batch, store_dtype)
+                    for layer, peak in zip(layers, peak_np, strict=True):
+                        max_abs[layer] = max(max_abs[layer], float(peak))
+                    rows: dict[str, np.ndarray] = {f"layer_{layer}": host[i].numpy() for i, layer in enumerate(layers)}
                     rows["special"] = np.concatenate([special[d] for d in batch]).astype(bool)
                     writer.submit(rows)
                     out.clear()  # the capture's own dict: drop the batch's tensors before the heap check
-                    del h, ids_t, mask_t
+                    del h, staged, host, idx_t
                     guard.step()  # heap fragmentation would grow the peak with the number of batch shapes
-                    bar.update(int(mask.sum()))
+                    bar.update(len(real))
         finally:
             capture.remove()
         n_rows = writer.close()
@@ -282,4 +354,5 @@ def extract(
     offsets = np.concatenate([[0], np.cumsum(lengths[stored])])
     assert n_rows["special"] == offsets[-1], "token count mismatch between the store and the documents"
     write_index(group, offsets, stored)
-    return {"n_docs": len(lengths), "n_tokens": int(offsets[-1]), "max_abs": max_abs}
+    return {"n_docs": len(lengths), "n_tokens": int(offsets[-1]), "max_abs": max_abs,
+            "writer": writer_stats(writer, time.perf_counter() - start)}

@@ -88,10 +88,11 @@ def sae_train_datasets(config: dict[str, Any], sae: str) -> list[str]:
 
 def encode_settings(config: dict[str, Any], sae: str) -> dict[str, Any]:
     """Settings of ``sae`` that change its codes (the encode rule's param): its source keys and, for a
-    trained SAE, the train keys its architecture reads — not the encoding batch size, nor which
+    trained SAE, the train keys its architecture reads, and ``encode_dtype`` (bfloat16 codes differ
+    from float32 ones) — not the encoding batch size, nor which
     datasets, stages, poolings or thresholds probe it."""
     spec = config["saes"][sae]
-    out = {k: spec[k] for k in ("model", "layers", "release", "sae_id", "path") if k in spec}
+    out = {k: spec[k] for k in ("model", "layers", "release", "sae_id", "path", "encode_dtype") if k in spec}
     if "train" in spec:
         out["train"] = train_settings(config, sae)
     return out

@@ -10,6 +10,7 @@ activation store through ``sae.encode`` in batches and writes the non-zero codes
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,7 @@ import zarr
 from saeprobe.errors import ConfigError, DataError, one_line
 from saeprobe.io import damaged
 from saeprobe.offline import offline_hint
+from saeprobe.activations import to_host
 from saeprobe.store import CHUNK_TOKENS, ActivationStore, AppendWriter, BackgroundWriter, create_array, prefetch, write_index
 
 log = logging.getLogger("saeprobe")
@@ -449,14 +451,38 @@ def train_topk(x: torch.Tensor, out_dir: str | Path, *, width: int, k: int, trai
 # --------------------------------------------------------------------------- encoding
 
 
-MAX_DENSE_ELEMENTS = 1 << 27  # (tokens x d_sae) codes per encoding batch: 512 MB of float32
+MAX_DENSE_ELEMENTS = 1 << 27  # (tokens x d_sae) codes per encoding batch on CPU: 512 MB of float32
+MAX_DENSE_ELEMENTS_CUDA = 1 << 30  # on a GPU: 4 GB of float32 (8,192 tokens of a 131k SAE)
+ENCODE_DTYPES = ("float32", "bfloat16", "auto")
 
 
-def encode_batch_size(batch_size: int, d_sae: int) -> int:
+def dense_budget(device: str | torch.device) -> int:
+    """Elements of the dense (tokens, d_sae) code matrix allowed per encoding batch on ``device``:
+    :data:`MAX_DENSE_ELEMENTS_CUDA` on CUDA, :data:`MAX_DENSE_ELEMENTS` elsewhere."""
+    return MAX_DENSE_ELEMENTS_CUDA if torch.device(device).type == "cuda" else MAX_DENSE_ELEMENTS
+
+
+def encode_batch_size(batch_size: int, d_sae: int, max_dense: int = MAX_DENSE_ELEMENTS) -> int:
     """Tokens per encoding batch: ``batch_size``, lowered so that the dense (tokens, d_sae) code
-    matrix SAELens' ``encode`` returns stays under :data:`MAX_DENSE_ELEMENTS` (2048 tokens for
-    a 65k SAE), which bounds memory whatever the width."""
-    return max(1, min(batch_size, MAX_DENSE_ELEMENTS // max(d_sae, 1)))
+    matrix SAELens' ``encode`` returns stays under ``max_dense`` elements (:func:`dense_budget`;
+    2048 tokens of a 65k SAE on CPU), which bounds memory whatever the width."""
+    return max(1, min(batch_size, max_dense // max(d_sae, 1)))
+
+
+def encode_dtype(choice: str, device: str | torch.device) -> torch.dtype:
+    """The dtype SAE encoding computes in: ``float32``, ``bfloat16``, or ``auto`` = bfloat16 on a
+    CUDA device with native bf16 (``torch.cuda.is_bf16_supported()``), float32 elsewhere.
+
+    Raises:
+        ValueError: another choice.
+    """
+    if choice not in ENCODE_DTYPES:
+        raise ValueError(f"encode dtype {choice!r}: expected one of {', '.join(ENCODE_DTYPES)}")
+    device = torch.device(device)
+    if choice == "auto":
+        native = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if native else torch.float32
+    return torch.bfloat16 if choice == "bfloat16" else torch.float32
 
 
 def decode_sparse(sae: Any, cols: torch.Tensor, vals: torch.Tensor, crow: torch.Tensor) -> torch.Tensor:
@@ -494,94 +520,123 @@ def sparse_decode_ok(sae: Any, x: torch.Tensor) -> bool:
     return sparse.shape == dense.shape and bool(torch.allclose(sparse, dense, rtol=1e-4, atol=1e-5 * scale + 1e-6))
 
 
+def _token_flags(offsets: np.ndarray, per_doc: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """(r1 - r0,) per-token copy of ``per_doc`` (one value per stored document) for rows r0:r1."""
+    a = int(np.searchsorted(offsets, r0, side="right")) - 1
+    b = int(np.searchsorted(offsets, r1, side="left"))
+    return np.repeat(per_doc[a:b], np.diff(np.clip(offsets[a : b + 1], r0, r1)))
+
+
 def encode_store(sae: Any, store: ActivationStore, layer: int, group: zarr.Group, *, heldout_docs: np.ndarray,
-                 batch_size: int = 4096, chunk_tokens: int = CHUNK_TOKENS, max_pending: int = 2) -> dict[str, Any]:
+                 batch_size: int = 4096, chunk_tokens: int = CHUNK_TOKENS, max_pending: int = 2, dtype: str = "float32",
+                 max_dense: int | None = None) -> dict[str, Any]:
     """Encode every token of ``store``'s ``layer`` with ``sae``; write sparse codes to ``group``.
 
-    Batches of whole documents (about ``batch_size`` tokens, see :func:`encode_batch_size`) are
-    read in the stored dtype, moved to the SAE's device, cast to float32 there and encoded with
-    ``sae.encode``; only the non-zero codes come back to the host, as CSR pieces, and a writer
-    thread (:class:`saeprobe.store.BackgroundWriter`) compresses and writes them while the
-    next batch is encoded; the next block is read on another thread meanwhile. Quality
-    statistics come from the sparse codes too (the reconstruction via :func:`decode_sparse`
-    where :func:`sparse_decode_ok` allows it).
+    Reading: whole chunks of the activation array (aligned groups of them, at least one batch)
+    are read once each, on a worker thread one block ahead (:func:`saeprobe.store.prefetch`),
+    in the stored dtype, and moved to the SAE's device in one copy (pinned, ``non_blocking`` on
+    CUDA). Encoding: each block is split into device batches of ``batch_size`` tokens, lowered so
+    that the dense (tokens, d_sae) code matrix stays under ``max_dense`` elements
+    (:func:`encode_batch_size`, :func:`dense_budget`), cast there to the encode dtype
+    (:func:`encode_dtype`: a bfloat16 copy of the SAE encodes when bf16 is chosen) and encoded
+    with ``sae.encode``. Only the non-zero codes come back to the host, as CSR pieces in one copy
+    with one synchronisation, and writer threads (:class:`saeprobe.store.BackgroundWriter`)
+    compress and write them while the next batch is encoded. Quality statistics are
+    accumulated on the device (float64) and read back once at the end; the reconstruction is
+    the float32 SAE's, via :func:`decode_sparse` where :func:`sparse_decode_ok` allows it.
 
     Args:
         heldout_docs: bool array by doc_id, True for documents outside the train split; quality
             is reported over all non-special tokens and over held-out ones separately.
+        dtype: ``float32``, ``bfloat16`` or ``auto`` (the config's ``saes.<name>.encode_dtype``);
+            codes are stored float32 either way.
+        max_dense: element budget of the dense code matrix (default: :func:`dense_budget`).
     Returns:
-        Statistics, also written to ``group.attrs``: d_sae, nnz, L0 and reconstruction quality
-        (explained variance, MSE, dead fraction).
+        Statistics, also written to ``group.attrs``: d_sae, d_in, nnz, encode_dtype, L0 and
+        reconstruction quality (explained variance, MSE, dead fraction).
     Raises:
-        ValueError: the SAE's input width differs from the activations' width.
+        ValueError: the SAE's input width differs from the activations' width; an unknown dtype.
+        CacheError: an activation chunk cannot be decoded (names it).
     """
     device = next(sae.parameters()).device
     d_sae, d_in = int(sae.cfg.d_sae), int(sae.cfg.d_in)
-    if store.n_tokens and store.rows(layer, 0, 1).shape[1] != d_in:
-        raise ValueError(f"SAE input width d_in={d_in} does not match the model's d_model="
-                         f"{store.rows(layer, 0, 1).shape[1]} at layer {layer}")
+    compute = encode_dtype(dtype, device)
+    if store.width(layer) != d_in:
+        raise ValueError(f"SAE input width d_in={d_in} does not match the model's d_model={store.width(layer)} at layer {layer}")
+    encoder = sae if compute == torch.float32 else copy.deepcopy(sae).to(compute)
     writers = {
         "indices": AppendWriter(create_array(group, "indices", (), np.int32, chunk_tokens * 32)),
         "values": AppendWriter(create_array(group, "values", (), np.float32, chunk_tokens * 32)),
         "indptr": AppendWriter(create_array(group, "indptr", (), np.int64, chunk_tokens * 4)),
         "special": AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4)),
     }
-    overall, held = QualityMeter(d_sae), QualityMeter(d_sae)
+    step = encode_batch_size(batch_size, d_sae, max_dense or dense_budget(device))
+    held_by_stored = np.asarray(heldout_docs, dtype=bool)[store.doc_id]
+    pin = device.type == "cuda"
+    # Device accumulators, one row per meter (all tokens, held-out tokens): sums of squared error,
+    # of squared shifted x and of L0; sum of shifted x; how often each feature fired.
+    sums = torch.zeros((2, 3), dtype=torch.float64, device=device)
+    sum_x = torch.zeros((2, d_in), dtype=torch.float64, device=device)
+    hits = torch.zeros((2, d_sae), dtype=torch.float64, device=device)
+    n_meter = [0, 0]
     nnz = 0
     sparse_decode: bool | None = None
     shift: torch.Tensor | None = None
-    steps = store.doc_blocks(encode_batch_size(batch_size, d_sae))
 
-    def read(block: tuple[int, int]) -> tuple[int, int, np.ndarray, np.ndarray]:
-        a, b = block
-        r0, r1 = int(store.offsets[a]), int(store.offsets[b])
-        return a, b, store.rows(layer, r0, r1, dtype=None), store.special(r0, r1)
+    def read(block: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        r0, r1 = block
+        raw = torch.from_numpy(store.rows(layer, r0, r1, dtype=None))
+        keep = ~store.special(r0, r1)
+        weights = np.stack([keep, keep & _token_flags(store.offsets, held_by_stored, r0, r1)]).astype(np.float64)
+        return raw.pin_memory() if pin else raw, torch.from_numpy(weights), ~keep
 
     with BackgroundWriter(writers, max_pending=max_pending) as writer, torch.inference_mode():
         writer.submit({"indptr": np.zeros(1, np.int64)})
-        # The next block is read and decompressed on a worker thread while this one is encoded.
-        for a, b, raw, special in prefetch(map(read, steps)):
-            if raw.shape[1] != d_in:
-                raise ValueError(f"SAE input width d_in={d_in} does not match the model's d_model={raw.shape[1]} at layer {layer}")
-            is_held = np.repeat(heldout_docs[store.doc_id[a:b]], np.diff(store.offsets[a : b + 1]))
-            x = torch.from_numpy(raw).to(device).float()  # exact: float16 -> float32
-            if sparse_decode is None:
-                sparse_decode = sparse_decode_ok(sae, x[:256])
-                log.info("reconstruction for quality statistics: %s decode", "sparse" if sparse_decode else "dense")
-            codes = sae.encode(x)
-            flat = torch.nonzero(codes.view(-1)).squeeze(1)  # row-major: CSR order
-            vals = codes.view(-1).index_select(0, flat)
-            rows, cols = flat // d_sae, flat % d_sae
-            crow = torch.searchsorted(rows, torch.arange(len(x) + 1, device=device))
-            recon = decode_sparse(sae, cols, vals, crow) if sparse_decode else sae.decode(codes)
-            del codes, flat
-            # Per-token quantities once; each meter sums them over its tokens (float64 across
-            # tokens). The variance sums use x minus a fixed shift (the first batch's mean): the
-            # total variance is shift-invariant, and residual streams with large means would
-            # otherwise lose it to cancellation in float32.
-            diff = x - recon.to(x.dtype)
-            if shift is None:
-                shift = x.mean(0)
-            xc = x - shift
-            per_token = torch.stack([(diff * diff).sum(1), (xc * xc).sum(1), torch.diff(crow).to(x.dtype)]).double()
-            for meter, keep_np in ((overall, ~special), (held, ~special & is_held)):
-                if keep_np.any():
-                    keep = torch.from_numpy(keep_np).to(device)
-                    w = keep.to(x.dtype)
-                    sse, sum_sq, l0_sum = (per_token @ w.double()).cpu().numpy()
-                    fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
-                    fired[cols[keep[rows]]] = True
-                    meter.add_sums(int(keep_np.sum()), float(sse), (w @ xc).double().cpu().numpy(), float(sum_sq),
-                                   float(l0_sum), fired.cpu().numpy())
-            writer.submit({
-                "indices": cols.to(torch.int32).cpu().numpy(),
-                "values": vals.float().cpu().numpy(),
-                "indptr": nnz + crow[1:].cpu().numpy(),
-                "special": special,
-            })
-            nnz += len(cols)
+        # Each chunk is read and decompressed once, on a worker thread while the last block is encoded.
+        for raw, weights, special in prefetch(map(read, store.chunk_blocks(layer, step))):
+            block = raw.to(device, non_blocking=True)
+            for m in range(2):
+                n_meter[m] += int(weights[m].sum())  # on the host
+            weights = weights.to(device, non_blocking=True)
+            for s0 in range(0, len(block), step):
+                s1 = min(s0 + step, len(block))
+                x = block[s0:s1].float()  # exact: float16 -> float32
+                if sparse_decode is None:
+                    sparse_decode = sparse_decode_ok(sae, x[:256])
+                    log.info("reconstruction for quality statistics: %s decode", "sparse" if sparse_decode else "dense")
+                codes = encoder.encode(x.to(compute))
+                flat = torch.nonzero(codes.reshape(-1)).squeeze(1)  # row-major: CSR order (one host sync)
+                vals = codes.reshape(-1).index_select(0, flat).float()
+                rows, cols = flat // d_sae, flat % d_sae
+                crow = torch.searchsorted(rows, torch.arange(len(x) + 1, device=device))
+                recon = decode_sparse(sae, cols, vals, crow) if sparse_decode else sae.decode(codes.float())
+                del codes, flat
+                # Per-token quantities once; each meter sums them over its tokens (float64 across
+                # tokens). The variance sums use x minus a fixed shift (the first batch's mean): the
+                # total variance is shift-invariant, and residual streams with large means would
+                # otherwise lose it to cancellation in float32.
+                diff = x - recon.to(x.dtype)
+                if shift is None:
+                    shift = x.mean(0)
+                xc = x - shift
+                per_token = torch.stack([(diff * diff).sum(1), (xc * xc).sum(1), torch.diff(crow).to(x.dtype)]).double()
+                w = weights[:, s0:s1]  # (2, n) 0/1 per meter
+                sums += w @ per_token.T
+                sum_x += w @ xc.double()
+                hits.index_add_(1, cols, w[:, rows])
+                idx_h, val_h, crow_h = to_host([cols.to(torch.int32), vals, crow[1:]])  # one copy, one sync
+                writer.submit({"indices": idx_h.numpy(), "values": val_h.numpy(), "indptr": nnz + crow_h.numpy(),
+                               "special": special[s0:s1]})
+                nnz += len(idx_h)
         writer.close()
     write_index(group, store.offsets, store.doc_id)
-    stats = {"d_sae": d_sae, "d_in": d_in, "nnz": nnz, "quality": overall.result(), "quality_heldout": held.result()}
+    overall, held = QualityMeter(d_sae), QualityMeter(d_sae)
+    sums_h, sum_x_h, fired_h = (t.numpy() for t in to_host([sums, sum_x, hits > 0]))  # the one read-back
+    for m, meter in enumerate((overall, held)):
+        if n_meter[m]:
+            sse, sum_sq, l0_sum = sums_h[m]
+            meter.add_sums(n_meter[m], float(sse), sum_x_h[m], float(sum_sq), float(l0_sum), fired_h[m])
+    stats = {"d_sae": d_sae, "d_in": d_in, "nnz": nnz, "encode_dtype": str(compute).removeprefix("torch."),
+             "quality": overall.result(), "quality_heldout": held.result()}
     group.attrs.update(stats)
     return stats

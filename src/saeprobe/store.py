@@ -9,7 +9,9 @@ Both stores hold a variable number of tokens per document, concatenated along ax
   never stored.
 
 Dense activation store (``activations/{model}/{dataset}.zarr``): one array ``layer_{L}`` of
-shape (n_tokens, d_model) per layer, float16 or float32, chunked along tokens.
+shape (n_tokens, d_model) per layer, float16 or float32, chunked along tokens
+(:data:`ACTIVATION_CHUNK_TOKENS` rows per chunk; stores written before are 16,384 rows per
+chunk, and read the same way).
 
 Sparse code store (``features/.../layer_{L}.zarr``): CSR over tokens — ``indptr``
 (n_tokens + 1, int64), ``indices`` (nnz, int32, feature index), ``values`` (nnz, float32) —
@@ -38,6 +40,13 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from saeprobe.io import damaged, reading
 
 CHUNK_TOKENS = 16384
+# Dense activation chunks are smaller: 4,096 rows (19 MB of float16 Gemma-2B rows), written
+# WRITE_ROWS (4 chunks) per ``append``, which Zarr compresses concurrently (one
+# ``asyncio.to_thread`` per chunk, up to ``async.concurrency`` = 10 at a time), and one writer
+# thread per layer (:class:`BackgroundWriter`). A 16,384-row chunk is compressed by one thread
+# only: ~0.22 s per 75 MB chunk, so a GPU producing ~1.3 GB/s of activations would wait.
+ACTIVATION_CHUNK_TOKENS = 4096
+WRITE_ROWS = 16384
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 # Dense activations: LZ4 after bit-shuffling. On MiniLM and stories260K float16 activations it
 # is 5% smaller than zstd-3 with byte shuffling (ratio 0.74 vs 0.78), compresses 7x faster
@@ -67,38 +76,45 @@ def create_array(group: zarr.Group, name: str, row_shape: tuple[int, ...], dtype
 class AppendWriter:
     """Appends rows to a Zarr array, writing only whole chunks until :meth:`close`.
 
-    Rows are copied (and cast to the array's dtype) into one preallocated chunk-sized buffer,
-    which is written when full; a write of at least a chunk of rows arriving at an empty buffer
-    goes straight to the array. So every chunk is written once, never read back and rewritten,
-    and memory is one chunk per array (allocated once: no per-batch buffers for the allocator
-    to fragment).
+    Rows are copied (and cast to the array's dtype) into one preallocated buffer of
+    ``chunks_per_write`` chunks, which is written (one ``append``: Zarr compresses its chunks
+    concurrently) when full; a write of at least that many rows arriving at an empty buffer goes
+    straight to the array. So every chunk is written once, never read back and rewritten, and
+    memory is one buffer per array (allocated once: no per-batch buffers for the allocator to
+    fragment). The chunk bytes do not depend on ``chunks_per_write``.
     """
 
-    def __init__(self, array: zarr.Array):
+    def __init__(self, array: zarr.Array, chunks_per_write: int = 1):
         self.array = array
         self.chunk = array.chunks[0]
+        self.step = self.chunk * max(1, chunks_per_write)  # rows per append
         self.buf: np.ndarray | None = None
         self.n_buf = 0
         self.n_written = 0
 
     def write(self, rows: np.ndarray) -> None:
+        """Append ``rows`` ((n, *row_shape), any dtype castable to the array's).
+
+        Raises:
+            ValueError: rows of another row shape.
+        """
         rows = np.asarray(rows)
         if rows.shape[1:] != self.array.shape[1:]:
             raise ValueError(f"{self.array.name}: rows of shape {rows.shape[1:]} do not fit an array of rows {self.array.shape[1:]}")
         i, n = 0, len(rows)
         while i < n:
-            if self.n_buf == 0 and n - i >= self.chunk:
-                n_full = (n - i) // self.chunk * self.chunk
+            if self.n_buf == 0 and n - i >= self.step:
+                n_full = (n - i) // self.step * self.step
                 self._flush(np.asarray(rows[i : i + n_full], dtype=self.array.dtype))
                 i += n_full
                 continue
             if self.buf is None:
-                self.buf = np.empty((self.chunk, *self.array.shape[1:]), dtype=self.array.dtype)
-            take = min(self.chunk - self.n_buf, n - i)
+                self.buf = np.empty((self.step, *self.array.shape[1:]), dtype=self.array.dtype)
+            take = min(self.step - self.n_buf, n - i)
             self.buf[self.n_buf : self.n_buf + take] = rows[i : i + take]  # casts like astype
             self.n_buf += take
             i += take
-            if self.n_buf == self.chunk:
+            if self.n_buf == self.step:
                 self._flush(self.buf)
                 self.n_buf = 0
 
@@ -116,72 +132,94 @@ class AppendWriter:
 
 
 class BackgroundWriter:
-    """Runs :class:`AppendWriter` writes on a worker thread, fed through a bounded queue.
+    """Runs :class:`AppendWriter` writes on worker threads, one per array, fed through bounded queues.
 
     The producer (the forward pass or the SAE encoder) hands over one batch of rows per array
-    with :meth:`submit` and goes on computing while the worker converts, compresses and writes
-    (Blosc releases the GIL). Rows reach each array in submission order, through the same
-    :class:`AppendWriter`, so the store is byte-identical to writing synchronously.
+    with :meth:`submit` and goes on computing while the workers convert, compress and write
+    (Blosc releases the GIL), each array on its own thread, so several layers are compressed at
+    once. Rows reach each array in submission order, through the same :class:`AppendWriter`, so
+    the store is byte-identical to writing synchronously.
 
-    Memory: at most ``max_pending`` submitted batches wait in the queue (``submit`` blocks when
-    it is full), plus each AppendWriter's buffer of about two chunks.
+    Memory: per array, at most ``max_pending`` submitted batches wait in its queue (``submit``
+    blocks when one is full), plus its AppendWriter's buffer.
 
-    Errors raised on the worker (e.g. a full disk) are re-raised in the producer by the next
-    :meth:`submit` or by :meth:`close`; after one, later batches are discarded. Use as a
-    context manager so that an exception in the producer stops the worker too.
+    ``busy_s`` maps each array to the seconds its worker spent writing (conversion, compression,
+    I/O; not waiting for work): the writer keeps up when the largest is below the producer's
+    wall time.
+
+    Errors raised on a worker (e.g. a full disk) are re-raised in the producer by the next
+    :meth:`submit` or by :meth:`close` (``RuntimeError`` from the worker's error); after one,
+    later batches are discarded. Use as a context manager so that an exception in the producer
+    stops the workers too.
     """
 
     def __init__(self, writers: Mapping[str, AppendWriter], max_pending: int = 2):
         self.writers = dict(writers)
-        self.queue: queue.Queue[dict[str, np.ndarray] | None] = queue.Queue(maxsize=max(1, max_pending))
+        self.queues: dict[str, queue.Queue[np.ndarray | None]] = {
+            key: queue.Queue(maxsize=max(1, max_pending)) for key in self.writers}
         self.error: BaseException | None = None
-        self.busy_s = 0.0  # seconds the worker spent writing (for benchmarks)
-        self.thread = threading.Thread(target=self._work, name="saeprobe-writer", daemon=True)
-        self.thread.start()
+        self.busy_s = dict.fromkeys(self.writers, 0.0)
+        self.threads = [threading.Thread(target=self._work, args=(key,), name=f"saeprobe-writer-{key}", daemon=True)
+                        for key in self.writers]
+        for thread in self.threads:
+            thread.start()
 
-    def _work(self) -> None:
+    def _work(self, key: str) -> None:
+        q, writer = self.queues[key], self.writers[key]
         while True:
-            item = self.queue.get()
-            if item is None:
+            rows = q.get()
+            if rows is None:
                 return
             if self.error is not None:
                 continue  # keep draining so that the producer never blocks on a dead worker
             start = time.perf_counter()
             try:
-                for key, rows in item.items():
-                    self.writers[key].write(rows)
+                writer.write(rows)
             except BaseException as exc:  # noqa: BLE001 - handed to the producer thread
                 self.error = exc
-            self.busy_s += time.perf_counter() - start
+            self.busy_s[key] += time.perf_counter() - start
 
     def _raise(self) -> None:
         if self.error is not None:
             raise RuntimeError(f"writing the store failed: {self.error}") from self.error
 
     def submit(self, rows: Mapping[str, np.ndarray]) -> None:
-        """Queue one batch: ``{array name: rows}`` (the arrays must not be modified afterwards)."""
+        """Queue one batch: ``{array name: rows}`` (the arrays must not be modified afterwards).
+
+        Raises:
+            KeyError: an array without a writer.
+            RuntimeError: an earlier write failed on a worker.
+        """
         self._raise()
         unknown = set(rows) - set(self.writers)
         if unknown:
             raise KeyError(f"no writer for {sorted(unknown)}")
-        self.queue.put(dict(rows))
+        for key, value in rows.items():
+            self.queues[key].put(value)
 
     def _stop(self) -> None:
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
+        for key, thread in zip(self.writers, self.threads, strict=True):
+            if thread.is_alive():
+                self.queues[key].put(None)
+        for thread in self.threads:
+            thread.join()
 
     def close(self) -> dict[str, int]:
         """Wait for the queued batches, flush every writer; return rows written per array."""
         self._stop()
         self._raise()
-        return {key: w.close() for key, w in self.writers.items()}
+        out = {}
+        for key, w in self.writers.items():
+            start = time.perf_counter()
+            out[key] = w.close()
+            self.busy_s[key] += time.perf_counter() - start
+        return out
 
     def __enter__(self) -> BackgroundWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._stop()  # on success close() has already run; on error just stop the worker
+        self._stop()  # on success close() has already run; on error just stop the workers
 
 
 T = TypeVar("T")
@@ -329,6 +367,29 @@ class ActivationStore(RaggedStore):
             raise KeyError(f"{self.path}: no layer {layer} (stored: {self.layers})")
         rows = self._read(key, row_start, row_stop)
         return rows if dtype is None else np.asarray(rows, dtype=dtype)
+
+    def width(self, layer: int) -> int:
+        """d_model of layer ``layer`` (from the array's metadata: no chunk is read).
+
+        Raises:
+            KeyError: the store has no such layer. CacheError: see :class:`RaggedStore`.
+        """
+        if f"layer_{layer}" not in self.group:
+            raise KeyError(f"{self.path}: no layer {layer} (stored: {self.layers})")
+        return int(self._array(f"layer_{layer}").shape[1])
+
+    def chunk_blocks(self, layer: int, min_rows: int) -> Iterator[tuple[int, int]]:
+        """Row ranges (start, stop) covering all tokens, each a whole number of ``layer_{layer}``'s
+        chunks and at least ``min_rows`` rows (the last one shorter): reading them decodes every
+        chunk exactly once (Zarr 3 has no chunk cache, so a chunk read in slices is decoded per slice).
+
+        Raises:
+            CacheError: see :class:`RaggedStore`.
+        """
+        chunk = int(self._array(f"layer_{layer}").chunks[0])
+        step = -(-max(min_rows, 1) // chunk) * chunk
+        for start in range(0, self.n_tokens, step):
+            yield start, min(start + step, self.n_tokens)
 
 
 class CodeStore(RaggedStore):

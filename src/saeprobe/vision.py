@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -375,9 +376,13 @@ def extract(
             ``offsets``, ``doc_id`` (stored order: grouped by prompt, then doc_id).
         layers: language-model block indices.
         token_budget: sequence tokens per forward batch (speed/memory only).
-        chunk_tokens: rows per Zarr chunk (default :data:`saeprobe.store.CHUNK_TOKENS`).
+        chunk_tokens: rows per Zarr chunk (default :data:`saeprobe.store.ACTIVATION_CHUNK_TOKENS`).
+    Written as text stores are (:func:`saeprobe.activations.extract`): cast and checked on the
+    device, one device→host copy and one synchronisation per batch, one writer thread per layer
+    (:class:`saeprobe.store.BackgroundWriter`), :data:`saeprobe.store.ACTIVATION_COMPRESSOR`.
     Returns:
-        Statistics: n_docs, n_tokens, image_seq_length, seq_length, max |activation| per layer.
+        Statistics: n_docs, n_tokens, image_seq_length, seq_length, max |activation| per layer,
+        ``writer`` (:func:`saeprobe.activations.writer_stats`).
     Raises:
         ValueError: a layer out of range, or ``images``/``prompts`` of different lengths.
         ConfigError: an image was not given ``image_seq_length`` image tokens (a prompt that
@@ -388,10 +393,10 @@ def extract(
     import torch
     from tqdm import tqdm
 
-    from saeprobe.activations import LayerCapture, check_activations
-    from saeprobe.store import CHUNK_TOKENS, AppendWriter, create_array, write_index
+    from saeprobe.activations import LayerCapture, activation_writers, check_peaks, to_device, to_host, writer_stats
+    from saeprobe.store import ACTIVATION_CHUNK_TOKENS, BackgroundWriter, write_index
 
-    chunk_tokens = chunk_tokens or CHUNK_TOKENS
+    chunk_tokens = chunk_tokens or ACTIVATION_CHUNK_TOKENS
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
     lm = language_model(model)
@@ -400,14 +405,15 @@ def extract(
     d_model = int(lm.config.hidden_size)
     n_img, image_id = int(processor.image_seq_length), int(processor.image_token_id)
     capture = LayerCapture(lm, layers, convention)
-    writers = {layer: AppendWriter(create_array(group, f"layer_{layer}", (d_model,), store_dtype, chunk_tokens)) for layer in layers}
-    special_writer = AppendWriter(create_array(group, "special", (), bool, chunk_tokens * 4))
+    to_dtype = {"float16": torch.float16, "float32": torch.float32}[store_dtype]
+    writer = BackgroundWriter(activation_writers(group, layers, d_model, store_dtype, chunk_tokens))
+    started = time.perf_counter()
     max_abs = {layer: 0.0 for layer in layers}
     order: list[np.ndarray] = []
     seq_length = 0
     prompt_of = np.array(prompts, dtype=object)
     try:
-        with torch.inference_mode(), tqdm(total=len(images), unit="img", desc="forward", mininterval=5) as bar:
+        with writer, torch.inference_mode(), tqdm(total=len(images), unit="img", desc="forward", mininterval=5) as bar:
             for prompt in dict.fromkeys(prompts):  # distinct prompts, first-seen order
                 docs = np.flatnonzero(prompt_of == prompt)
                 size = None  # the first batch is one image: it gives the sequence length, hence the batch size
@@ -416,31 +422,40 @@ def extract(
                     batch = docs[start : start + (size or 1)]
                     inputs = batch_inputs(processor, [decode(images[d]) for d in batch], prompt)
                     seq_length = max(seq_length, inputs["input_ids"].shape[1])
-                    inputs = {k: v.to(device) for k, v in inputs.items()}
+                    is_img = inputs["input_ids"].numpy() == image_id  # on the host: no device sync
+                    per_row = is_img.sum(axis=1)
+                    inputs = {k: to_device(v.numpy(), device) for k, v in inputs.items()}
                     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-                    is_img = inputs["input_ids"] == image_id
-                    per_row = is_img.sum(dim=1)
                     if not bool((per_row == n_img).all()):
                         raise ConfigError(f"documents {batch.tolist()[:10]}: {per_row.tolist()[:10]} image tokens, "
                                           f"expected image_seq_length={n_img}; does the dataset's prompt contain "
                                           f"{processor.image_token!r}, or does the processor not match the model?")
                     captured = capture.run(model, **inputs)
-                    for layer in layers:
-                        h = captured[layer][is_img].float()  # (batch × n_img, d_model), image by image
-                        max_abs[layer] = max(max_abs[layer], check_activations(h, layer, batch, store_dtype))
-                        writers[layer].write(h.cpu().numpy())
-                    special_writer.write(np.zeros(len(batch) * n_img, dtype=bool))
+                    where = to_device(np.flatnonzero(is_img), device)  # (batch × n_img,), image by image
+                    staged = torch.empty((len(layers), len(where), d_model), dtype=to_dtype, device=device)
+                    peaks = []
+                    for i, layer in enumerate(layers):
+                        h = captured[layer].reshape(-1, d_model).index_select(0, where)  # compute dtype
+                        peaks.append(h.abs().amax().float())
+                        staged[i] = h  # one rounding on the device, as numpy's cast through float32
+                    host, peak_t = to_host([staged, torch.stack(peaks)])  # one copy, one sync
+                    check_peaks(peak_t.numpy(), layers, batch, store_dtype)
+                    for layer, peak in zip(layers, peak_t.tolist(), strict=True):
+                        max_abs[layer] = max(max_abs[layer], peak)
+                    rows = {f"layer_{layer}": host[i].numpy() for i, layer in enumerate(layers)}
+                    rows["special"] = np.zeros(len(batch) * n_img, dtype=bool)
+                    writer.submit(rows)
+                    captured.clear()
                     order.append(batch)
                     bar.update(len(batch))
                     start += len(batch)
                     size = size or max(1, token_budget // int(inputs["input_ids"].shape[1]))
+            n_tokens = writer.close()
     finally:
         capture.remove()
-    n_tokens = {layer: w.close() for layer, w in writers.items()}
-    special_writer.close()
     stored = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
     offsets = np.arange(len(stored) + 1, dtype=np.int64) * n_img
     assert all(n == offsets[-1] for n in n_tokens.values()), "token count mismatch between layers"
     write_index(group, offsets, stored)
     return {"n_docs": len(images), "n_tokens": int(offsets[-1]), "image_seq_length": n_img,
-            "seq_length": seq_length, "max_abs": max_abs}
+            "seq_length": seq_length, "max_abs": max_abs, "writer": writer_stats(writer, time.perf_counter() - started)}

@@ -126,11 +126,6 @@ def extraction_settings(model):
     return {**model_source(model), **{k: spec[k] for k in keep}}
 
 
-def sae_settings(sae):
-    """Settings that change an SAE's codes (not the encoding batch size)."""
-    return {k: v for k, v in config["saes"][sae].items() if k != "batch_size"}
-
-
 def sae_inputs(wildcards):
     spec = config["saes"][wildcards.sae]
     if "train" in spec:

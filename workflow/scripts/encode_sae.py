@@ -21,11 +21,13 @@ heldout = frame["split"].to_numpy() != "train"
 start = time.perf_counter()
 with atomic_path(snakemake.output[0], directory=True) as tmp:
     group = zarr.open_group(str(tmp), mode="w")
-    stats = encode_store(sae, store, layer, group, heldout_docs=heldout, batch_size=runtime["batch_size"])
+    stats = encode_store(sae, store, layer, group, heldout_docs=heldout, batch_size=runtime["batch_size"],
+                         dtype=spec["encode_dtype"])
     group.attrs.update({"sae": sae_name, "layer": layer, "architecture": sae.cfg.architecture(),
                         "activations": store.attrs.get("hook_point", "").format(layer=layer)})
 elapsed = time.perf_counter() - start
 q, h = stats["quality"], stats["quality_heldout"]
+job.log.info("encoded in %s", stats["encode_dtype"])
 job.log.info("%d tokens in %.1f s (%.0f vectors/s); L0 %.1f; explained variance %.3f (held-out %.3f); dead fraction %.3f",
              q["n_tokens"], elapsed, store.n_tokens / max(elapsed, 1e-9), q["l0"], q["explained_variance"],
              h.get("explained_variance", float("nan")), q["dead_fraction"])

@@ -27,3 +27,6 @@ with atomic_path(snakemake.output[0], directory=True) as tmp:
 elapsed = time.perf_counter() - start
 job.log.info("%d documents, %d tokens, layers %s on %s/%s: %.1f s (%.0f tokens/s)", stats["n_docs"], stats["n_tokens"],
              spec["layers"], job.device, job.dtype, elapsed, stats["n_tokens"] / max(elapsed, 1e-9))
+w = stats["writer"]  # not in the store's attrs: those record nothing that depends on time
+job.log.info("writer threads busy %.1f s of %.1f s (busiest array; per array: %s)%s", w["busy_max_s"], w["wall_s"],
+             w["busy_s"], "; the forward pass waited on the writer" if w["busy_max_s"] > 0.9 * w["wall_s"] else "")

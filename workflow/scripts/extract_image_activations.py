@@ -32,3 +32,6 @@ elapsed = time.perf_counter() - start
 job.log.info("%d images, %d image tokens (%d per image), layers %s on %s/%s: %.1f s (%.1f images/s)", stats["n_docs"],
              stats["n_tokens"], stats["image_seq_length"], spec["layers"], job.device, job.dtype, elapsed,
              stats["n_docs"] / max(elapsed, 1e-9))
+w = stats["writer"]  # not in the store's attrs: those record nothing that depends on time
+job.log.info("writer threads busy %.1f s of %.1f s (busiest array; per array: %s)%s", w["busy_max_s"], w["wall_s"],
+             w["busy_s"], "; the forward pass waited on the writer" if w["busy_max_s"] > 0.9 * w["wall_s"] else "")
