@@ -48,12 +48,14 @@ CHUNK_TOKENS = 16384
 ACTIVATION_CHUNK_TOKENS = 4096
 WRITE_ROWS = 16384
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
-# Dense activations: LZ4 after bit-shuffling. On MiniLM and stories260K float16 activations it
-# is 5% smaller than zstd-3 with byte shuffling (ratio 0.74 vs 0.78), compresses 7x faster
-# (1.4 GB/s vs 0.19 GB/s on one core) and decompresses 3x faster. Extraction writes GB/s on a
-# GPU, so zstd-3 on the writer thread would become the bottleneck. Sparse codes keep zstd-3
+# Dense activations: LZ4 level 1 after bit-shuffling. On MiniLM's float16 residual stream (16,384
+# rows of layer 4, one core): ratio 0.747 at 1.42 GB/s, against 0.738 at 1.01 GB/s for level 5
+# and 0.783 at 0.20 GB/s for zstd-3 with byte shuffling; decompression 2.3 GB/s for both LZ4
+# levels. Byte-shuffled LZ4 is faster still (2.5 GB/s) but does not compress (0.998). One writer
+# core then outruns an H200's Gemma 2 2B forward pass (~1.3 GB/s of three float16 layers, see
+# benchmarks/extraction.py), and there is one writer thread per layer. Sparse codes keep zstd-3
 # (indices compress 15% better with it, and there are few bytes to write).
-ACTIVATION_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
+ACTIVATION_COMPRESSOR = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
 
 
 def compressors(compressor: BloscCodec = COMPRESSOR) -> list[Any]:
