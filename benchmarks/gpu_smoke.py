@@ -188,7 +188,7 @@ def check_extraction(device: torch.device, ctx: dict[str, Any]) -> dict[str, Any
     flops_per_token = 2.0 * params_to_layer(model, max(layers))
     out = {
         "tokens": n_tokens, "tokens_per_s": n_tokens / wall, "bare_tokens_per_s": n_tokens / bare,
-        "vs_bare": bare / wall, "writer_busy_s": stats.get("writer_busy_s"), "wall_s": wall,
+        "vs_bare": bare / wall, "writer": stats.get("writer"), "wall_s": wall,
         "matmul_tflops": peak_flops / 1e12, "mfu": flops_per_token * n_tokens / wall / peak_flops,
         "bare_mfu": flops_per_token * n_tokens / bare / peak_flops,
         "cuda_peak_gb": cuda_peak, "host_peak_mb": host_peak_mb(),

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                 # CPU: MiniLM + stories260K on the shared data
     python benchmarks/run.py --quick         # a smoke run (seconds to minutes; numbers mean little)
-    python benchmarks/run.py --device cuda   # random Gemma 2 2B, layers 5/12/19, 16k/65k JumpReLU SAEs, bf16
+    python benchmarks/run.py --device cuda   # random Gemma 2 2B, layers 5/12/19, 16k/65k/131k JumpReLU SAEs, bf16
     make bench
 
 Sections (``--sections``, all by default):

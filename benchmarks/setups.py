@@ -120,7 +120,7 @@ def gemma_setup(overrides: dict[str, Any] | None = None, layers: list[int] | Non
     """Random google/gemma-2-2b (or a shrunk version through ``overrides``) with JumpReLU SAEs."""
     overrides = dict(overrides or {})
     tok_spec = {"path": str(shared_dir() / "models" / "stories260K")}
-    saes = [SaeShape("jumprelu", w, l0=l0) for w in (widths or [16384, 65536])]
+    saes = [SaeShape("jumprelu", w, l0=l0) for w in (widths or [16384, 65536, 131072])]  # Gemma Scope's widths
     return [ModelSetup("gemma-2-2b-random", list(layers or [5, 12, 19]), max_length, _random("gemma-2-2b", overrides),
                        _tokenizer(tok_spec, "gemma-2-2b-random"), saes, store_dtype,
                        describe={"preset": "gemma-2-2b", "overrides": overrides, "tokenizer": tok_spec})]
