@@ -184,6 +184,32 @@ def grid_splits(paths: Iterable[str | Path], grid_df: pl.DataFrame | None = None
             .sort(keys, nulls_last=True))
 
 
+SAE_ATTRIBUTE_SCHEMA: dict[str, Any] = {
+    "sae_architecture": pl.String, "sae_width": pl.Int64, "sae_k": pl.Float64, "sae_sparsity": pl.Float64,
+}
+
+
+def with_sae_attributes(df: pl.DataFrame, attributes: dict[str, dict[str, Any]]) -> pl.DataFrame:
+    """``df`` with the columns of :data:`SAE_ATTRIBUTE_SCHEMA` right after ``source``, looked up by
+    ``source`` in ``attributes`` (:func:`saeprobe.grid.sae_attributes`: SAE name → attributes).
+
+    Rows whose source is not an SAE (``hidden``, ``tfidf``) get nulls. Idempotent: columns already
+    there are replaced.
+
+    Raises:
+        KeyError: ``df`` has no ``source`` column.
+    """
+    if "source" not in df.columns:
+        raise KeyError(f"with_sae_attributes needs a 'source' column, got {df.columns}")
+    base = df.drop(list(SAE_ATTRIBUTE_SCHEMA), strict=False)
+    added = [pl.col("source").replace_strict({name: attrs.get(col) for name, attrs in attributes.items()},
+                                             default=None, return_dtype=dtype).alias(col)
+             for col, dtype in SAE_ATTRIBUTE_SCHEMA.items()]
+    at = base.columns.index("source") + 1
+    order = [*base.columns[:at], *SAE_ATTRIBUTE_SCHEMA, *base.columns[at:]]
+    return base.with_columns(added).select(order)
+
+
 def markdown(df: pl.DataFrame, float_precision: int = 3) -> str:
     """A GitHub-flavoured Markdown table of ``df`` (polars' own MARKDOWN formatting)."""
     with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
