@@ -217,11 +217,14 @@ def markdown(df: pl.DataFrame, float_precision: int = 3) -> str:
         return str(df) + "\n"
 
 
-def write_table(df: pl.DataFrame, stem: str | Path, title: str = "", md: str | None = None) -> None:
+def write_table(df: pl.DataFrame, stem: str | Path, title: str = "", md: str | None = None,
+                md_exclude: Iterable[str] = ()) -> None:
     """Write ``df`` as ``stem``.parquet, .csv and .md, each atomically.
 
-    The Markdown is ``md`` when given, else ``title`` over :func:`markdown` of ``df``. List
-    columns are written as space-separated text in the CSV and Markdown.
+    The Markdown is ``md`` when given, else ``title`` over :func:`markdown` of ``df`` less the
+    ``md_exclude`` columns (kept in the parquet and CSV: e.g. :data:`SAE_ATTRIBUTE_SCHEMA` on a
+    table already too wide to read). List columns are written as space-separated text in the CSV
+    and Markdown.
     """
     stem = Path(stem)
     with atomic_path(stem.with_suffix(".parquet")) as tmp:
@@ -232,7 +235,8 @@ def write_table(df: pl.DataFrame, stem: str | Path, title: str = "", md: str | N
     with atomic_path(stem.with_suffix(".csv")) as tmp:
         flat.write_csv(tmp)
     with atomic_path(stem.with_suffix(".md")) as tmp:
-        tmp.write_text(md if md is not None else (f"# {title}\n\n" if title else "") + markdown(flat))
+        tmp.write_text(md if md is not None else (f"# {title}\n\n" if title else "")
+                       + markdown(flat.drop(list(md_exclude), strict=False)))
 
 
 def stage_times(benchmark_dir: str | Path = layout.BENCHMARKS) -> pl.DataFrame:
