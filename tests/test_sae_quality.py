@@ -96,18 +96,24 @@ def test_sae_table_joins_quality_and_cv_best_probes(tmp_path):
     grid = pl.DataFrame({"family": ["sae", "sae", "sae", "hidden"], "probe": ["logreg"] * 4, "source": ["s", "s", "s", "hidden"],
                          "layer": [1, 1, 1, 1], "dataset": ["d", "d", "e", "d"], "pooling": ["mean", "top20", "mean", "mean"],
                          "binarize": [None, 1.0, None, None], "cv_macro_f1": [0.6, 0.8, 0.5, 0.9],
-                         "test_macro_f1": [0.9, 0.7, 0.4, 0.95], "n_features": [64] * 4})
+                         "test_macro_f1": [0.9, 0.7, 0.4, 0.95], "test_macro_f1_lo": [0.8, 0.6, 0.3, 0.9],
+                         "test_macro_f1_hi": [0.95, 0.8, 0.5, 0.99], "n_features": [64] * 4})
     ks = pl.DataFrame({"family": ["sae", "sae"], "source": ["s", "s"], "layer": [1, 1], "dataset": ["d", "d"],
                        "ranking": ["mean_diff", "mean_diff"], "k": [5, 10], "cv_macro_f1": [0.7, 0.6],
-                       "test_macro_f1": [0.65, 0.75], "n_features": [5, 10]})
+                       "test_macro_f1": [0.65, 0.75], "test_macro_f1_lo": [0.55, 0.7], "test_macro_f1_hi": [0.72, 0.8],
+                       "n_features": [5, 10]})
     t = sae_table([tmp_path / "q.json"], grid, ks)
     assert t.schema == pl.Schema(SAES_SCHEMA) and t.height == 2
     d = t.filter(pl.col("dataset") == "d").row(0, named=True)
     assert d["grid_test_macro_f1"] == 0.7 and d["grid_pooling"] == "top20"  # chosen on CV, not test
     assert d["ksparse_k"] == 5 and d["ksparse_test_macro_f1"] == 0.65
+    # The intervals are the chosen probes' own (the CV-best row's, not another pooling's or k's).
+    assert (d["grid_test_macro_f1_lo"], d["grid_test_macro_f1_hi"]) == (0.6, 0.8)
+    assert (d["ksparse_test_macro_f1_lo"], d["ksparse_test_macro_f1_hi"]) == (0.55, 0.72)
     assert d["architecture"] == "batchtopk" and d["l0"] == 8.8 and d["loss_recovered"] is None
     e = t.filter(pl.col("dataset") == "e").row(0, named=True)
-    assert e["ksparse_k"] is None
+    assert e["ksparse_k"] is None and e["ksparse_test_macro_f1_lo"] is None
+    assert (e["grid_test_macro_f1_lo"], e["grid_test_macro_f1_hi"]) == (0.3, 0.5)
 
 
 def test_frontier_figures_draw_one_line_per_architecture_and_width():

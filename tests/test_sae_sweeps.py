@@ -86,3 +86,24 @@ def test_quality_can_be_switched_off():
     plan = sg.Plan(sc.validate(cfg))
     assert not plan.sae_quality_inputs and "sae_frontier" not in plan.figures
     assert not any("saes." in f for f in plan.final_output())
+
+
+def test_sae_attributes_name_every_swept_sae_with_its_architecture_width_and_sparsity():
+    cfg = copy.deepcopy(BASE)
+    cfg["saes"]["bt"] = {"model": "m", "train": {"architecture": "batchtopk", "width": [64, 128], "k": [4, 8]}}
+    cfg["saes"]["jr"] = {"model": "m", "train": {"architecture": "jumprelu", "width": 64, "l0_coefficient": [0.5, 2]}}
+    cfg["saes"]["scope"] = {"model": "m", "release": "gemma-scope-2b-pt-res", "sae_id": "layer_1/width_16k/average_l0_71"}
+    cfg["saes"]["local"] = {"model": "m", "path": "saes/mine"}
+    cfg = sc.validate(cfg)
+    attrs = sg.sae_attributes(cfg)
+    assert list(attrs) == list(cfg["saes"])
+    assert {"bt_w64_k4", "bt_w128_k8", "jr_w64_l0c0p5", "jr_w64_l0c2"} <= set(attrs)
+    assert attrs["bt_w128_k8"] == {"sae_architecture": "batchtopk", "sae_width": 128, "sae_k": 8.0, "sae_sparsity": 8.0}
+    assert attrs["bt_w64_k4"] == {"sae_architecture": "batchtopk", "sae_width": 64, "sae_k": 4.0, "sae_sparsity": 4.0}
+    assert attrs["jr_w64_l0c0p5"] == {"sae_architecture": "jumprelu", "sae_width": 64, "sae_k": None,
+                                      "sae_sparsity": 0.5}
+    assert attrs["s"]["sae_architecture"] == cfg["saes"]["s"]["train"]["architecture"]
+    assert attrs["s"]["sae_width"] == 64
+    # Released / local SAEs: nothing is loaded; only a Gemma Scope width_<N>k is read from the id.
+    assert attrs["scope"] == {"sae_architecture": None, "sae_width": 16384, "sae_k": None, "sae_sparsity": None}
+    assert attrs["local"] == dict.fromkeys(sg.SAE_ATTRIBUTES)

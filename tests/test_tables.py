@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from saeprobe.io import write_json
-from saeprobe.tables import MIN_ACTIVE_FEATURES, best, flags, grid, markdown, stage_times
+from saeprobe.tables import MIN_ACTIVE_FEATURES, best, flags, grid, markdown, stage_times, with_sae_attributes
 
 
 def _result(source, cv, test, layer=1, pooling="sum", binarize="raw", model="m"):
@@ -91,3 +91,24 @@ def test_grid_splits_mean_and_std_over_redrawn_splits(tmp_path):
     out = grid_splits([folder]).row(0, named=True)
     assert out["splits"] == 2 and out["test_macro_f1_mean"] == pytest.approx(0.7)
     assert out["test_macro_f1_std"] == pytest.approx(np.std([0.6, 0.8], ddof=1)) and out["binarize"] == 1.0
+
+
+def test_sae_attributes_are_joined_on_source_after_it_and_nulls_elsewhere():
+    df = pl.DataFrame({"dataset": ["d"] * 4, "source": ["s_w64_k4", "hidden", "tfidf", "scope"], "test_macro_f1": [.1, .2, .3, .4]})
+    attrs = {"s_w64_k4": {"sae_architecture": "batchtopk", "sae_width": 64, "sae_k": 4.0, "sae_sparsity": 4.0},
+             "scope": {"sae_architecture": None, "sae_width": 16384, "sae_k": None, "sae_sparsity": None},
+             "unused": {"sae_architecture": "topk", "sae_width": 8, "sae_k": 2.0, "sae_sparsity": 2.0}}
+    out = with_sae_attributes(df, attrs)
+    assert out.columns == ["dataset", "source", "sae_architecture", "sae_width", "sae_k", "sae_sparsity", "test_macro_f1"]
+    assert out.schema["sae_architecture"] == pl.String and out.schema["sae_width"] == pl.Int64
+    assert out.schema["sae_k"] == pl.Float64 and out.schema["sae_sparsity"] == pl.Float64
+    assert out.row(0, named=True) == {"dataset": "d", "source": "s_w64_k4", "sae_architecture": "batchtopk",
+                                      "sae_width": 64, "sae_k": 4.0, "sae_sparsity": 4.0, "test_macro_f1": .1}
+    assert out.filter(pl.col("source").is_in(["hidden", "tfidf"])).select(pl.all().exclude("dataset", "source",
+                                                                                          "test_macro_f1")).null_count().row(0) == (2, 2, 2, 2)
+    assert out["sae_width"].to_list() == [64, None, None, 16384]
+    assert out["test_macro_f1"].to_list() == [.1, .2, .3, .4]  # row order kept
+    assert with_sae_attributes(out, attrs).equals(out)  # idempotent
+    assert with_sae_attributes(df.clear(), attrs).columns == out.columns
+    with pytest.raises(KeyError, match="source"):
+        with_sae_attributes(df.drop("source"), attrs)

@@ -94,6 +94,15 @@ def test_run_produces_tables_and_stage_outputs(run):
     assert grid["test_macro_f1"].is_between(0, 1).all() and (grid["n_test"] == 30).all()
     assert ((grid["test_macro_f1_lo"] <= grid["test_macro_f1"]) & (grid["test_macro_f1"] <= grid["test_macro_f1_hi"])).all()
     assert grid["majority_macro_f1"].n_unique() == 1
+    # Every table carries the SAE's architecture, width and k/sparsity from the config, after source.
+    at = grid.columns.index("source")
+    assert grid.columns[at + 1:at + 5] == ["sae_architecture", "sae_width", "sae_k", "sae_sparsity"]
+    by_source = {r["source"]: r for r in grid.select("source", "sae_architecture", "sae_width", "sae_k",
+                                                      "sae_sparsity").unique().iter_rows(named=True)}
+    assert by_source["topk"] == {"source": "topk", "sae_architecture": "topk", "sae_width": 64, "sae_k": 4.0,
+                                 "sae_sparsity": 4.0}
+    assert by_source["jumprelu"]["sae_architecture"] is None  # a path SAE: not loaded to find out
+    assert by_source["hidden"]["sae_width"] is None and by_source["tfidf"]["sae_k"] is None
     best = pl.read_csv(res / "tables" / "best.csv")
     assert set(best["family"]) == {"sae", "hidden", "tfidf"}
     assert best.filter(pl.col("family") == "sae")["vs_hidden_verdict"].is_in(["win", "tie", "loss"]).all()
@@ -101,6 +110,7 @@ def test_run_produces_tables_and_stage_outputs(run):
     assert set(pl.read_csv(res / "tables" / "best_on_test.csv")["selected_on"]) == {"test"}
     ks = pl.read_parquet(res / "tables" / "ksparse.parquet")
     assert set(ks["k"]) == {1, 4} and set(ks["ranking"]) == {"mean_diff", "l1"}
+    assert ks.filter(pl.col("source") == "topk")["sae_width"].unique().to_list() == [64]
     assert ks["features"].list.len().to_list() == ks["k"].to_list()
     assert pl.read_parquet(res / "tables" / "binarize_vs_ksparse.parquet").height > 0
     assert "Win / tie / loss" in (res / "tables" / "summary.md").read_text()

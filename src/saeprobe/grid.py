@@ -118,6 +118,42 @@ def train_settings(config: dict[str, Any], sae: str) -> dict[str, Any]:
     return settings(config["saes"][sae]["train"])
 
 
+SAE_ATTRIBUTES = ("sae_architecture", "sae_width", "sae_k", "sae_sparsity")
+
+
+def sae_attributes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per ``saes.<name>`` (sweeps already expanded), the attributes every table carries as columns
+    (:func:`saeprobe.tables.with_sae_attributes`; a rule param, read from the config alone, no weights):
+
+    - ``sae_architecture``: ``train.architecture``; None for a ``release``/``path`` SAE (not known
+      without loading it);
+    - ``sae_width``: ``train.width``; for a release or path, the Gemma Scope-style ``width_<N>k`` of
+      its ``sae_id``/``path`` (:func:`saeprobe.sizing.sae_width`), else None;
+    - ``sae_k``: ``train.k`` of a k architecture (TopK, BatchTopK, Matryoshka), else None;
+    - ``sae_sparsity``: the value of the architecture's sparsity key (k, ``l0_coefficient`` or
+      ``l1_coefficient``); None for a release or path.
+    """
+    import re
+
+    from saeprobe.config import ARCHITECTURE_KEYS, with_defaults
+    from saeprobe.sizing import sae_width
+
+    out = {}
+    for name, spec in config["saes"].items():
+        attrs: dict[str, Any] = dict.fromkeys(SAE_ATTRIBUTES)
+        if "train" in spec:
+            train = with_defaults("saes", spec)["train"]
+            arch = train["architecture"]
+            key = ARCHITECTURE_KEYS[arch][0]
+            attrs.update(sae_architecture=arch, sae_width=int(train["width"]),
+                         sae_k=float(train["k"]) if key == "k" else None,
+                         sae_sparsity=None if train.get(key) is None else float(train[key]))
+        elif re.search(r"width_\d+[km]?", str(spec.get("sae_id", spec.get("path", "")))):
+            attrs["sae_width"] = sae_width(spec)
+        out[name] = attrs
+    return out
+
+
 @dataclass(frozen=True)
 class Unit:
     """One feature store: the job unit of pool, fit_probe, transfer and sweep."""

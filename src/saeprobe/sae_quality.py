@@ -182,8 +182,10 @@ SAES_SCHEMA: dict[str, Any] = {
     "explained_variance": pl.Float64, "mse": pl.Float64, "dead_fraction": pl.Float64, "dense_fraction": pl.Float64,
     "n_tokens": pl.Int64, "ce_clean": pl.Float64, "ce_spliced": pl.Float64, "ce_zero": pl.Float64,
     "loss_recovered": pl.Float64, "kl_div": pl.Float64, "n_loss_tokens": pl.Int64, "saved_l0_over_k": pl.Float64,
-    "dataset": pl.String, "grid_test_macro_f1": pl.Float64, "grid_cv_macro_f1": pl.Float64, "grid_pooling": pl.String,
-    "grid_binarize": pl.Float64, "ksparse_test_macro_f1": pl.Float64, "ksparse_k": pl.Int64, "ksparse_ranking": pl.String,
+    "dataset": pl.String, "grid_test_macro_f1": pl.Float64, "grid_test_macro_f1_lo": pl.Float64,
+    "grid_test_macro_f1_hi": pl.Float64, "grid_cv_macro_f1": pl.Float64, "grid_pooling": pl.String,
+    "grid_binarize": pl.Float64, "ksparse_test_macro_f1": pl.Float64, "ksparse_test_macro_f1_lo": pl.Float64,
+    "ksparse_test_macro_f1_hi": pl.Float64, "ksparse_k": pl.Int64, "ksparse_ranking": pl.String,
 }
 QUALITY_KEYS = ("l0", "explained_variance", "mse", "dead_fraction", "dense_fraction", "n_tokens", "ce_clean",
                 "ce_spliced", "ce_zero", "loss_recovered", "kl_div", "n_loss_tokens")
@@ -202,7 +204,8 @@ def sae_table(quality_files: Sequence[str | Path], grid: pl.DataFrame, ksparse: 
 
     Quality columns come from the ``sae_quality`` files (held-out documents; loss columns null
     for non-causal models); ``grid_*``: the SAE's all-feature logistic probe chosen on CV macro
-    F1 over poolings and binarizations (its test macro F1 reported); ``ksparse_*``: the same over
+    F1 over poolings and binarizations (its test macro F1 reported, with its bootstrap interval
+    ``*_lo``/``*_hi``); ``ksparse_*``: the same over
     k-sparse probes (rankings and k), when the k-sparse stage ran on this SAE. An SAE probed on
     no dataset gets one row with null dataset.
     """
@@ -223,13 +226,16 @@ def sae_table(quality_files: Sequence[str | Path], grid: pl.DataFrame, ksparse: 
             rows.append({**base, "dataset": None})
         for p in probes.iter_rows(named=True):
             row = {**base, "dataset": p["dataset"], "grid_test_macro_f1": p["test_macro_f1"],
+                   "grid_test_macro_f1_lo": p["test_macro_f1_lo"], "grid_test_macro_f1_hi": p["test_macro_f1_hi"],
                    "grid_cv_macro_f1": p["cv_macro_f1"], "grid_pooling": p["pooling"], "grid_binarize": p["binarize"]}
             if best_k is not None:
                 kb = best_k.filter((pl.col("source") == q["sae"]) & (pl.col("layer") == q["layer"])
                                    & (pl.col("dataset") == p["dataset"]))
                 if kb.height:
                     r = kb.row(0, named=True)
-                    row.update(ksparse_test_macro_f1=r["test_macro_f1"], ksparse_k=r["k"], ksparse_ranking=r["ranking"])
+                    row.update(ksparse_test_macro_f1=r["test_macro_f1"], ksparse_test_macro_f1_lo=r["test_macro_f1_lo"],
+                               ksparse_test_macro_f1_hi=r["test_macro_f1_hi"], ksparse_k=r["k"],
+                               ksparse_ranking=r["ranking"])
             rows.append(row)
     df = pl.DataFrame([{c: r.get(c) for c in SAES_SCHEMA} for r in rows], schema=SAES_SCHEMA, orient="row")
     return df.sort(["model", "layer", "architecture", "width", "l0", "sae", "dataset"], nulls_last=True)

@@ -184,6 +184,32 @@ def grid_splits(paths: Iterable[str | Path], grid_df: pl.DataFrame | None = None
             .sort(keys, nulls_last=True))
 
 
+SAE_ATTRIBUTE_SCHEMA: dict[str, Any] = {
+    "sae_architecture": pl.String, "sae_width": pl.Int64, "sae_k": pl.Float64, "sae_sparsity": pl.Float64,
+}
+
+
+def with_sae_attributes(df: pl.DataFrame, attributes: dict[str, dict[str, Any]]) -> pl.DataFrame:
+    """``df`` with the columns of :data:`SAE_ATTRIBUTE_SCHEMA` right after ``source``, looked up by
+    ``source`` in ``attributes`` (:func:`saeprobe.grid.sae_attributes`: SAE name → attributes).
+
+    Rows whose source is not an SAE (``hidden``, ``tfidf``) get nulls. Idempotent: columns already
+    there are replaced.
+
+    Raises:
+        KeyError: ``df`` has no ``source`` column.
+    """
+    if "source" not in df.columns:
+        raise KeyError(f"with_sae_attributes needs a 'source' column, got {df.columns}")
+    base = df.drop(list(SAE_ATTRIBUTE_SCHEMA), strict=False)
+    added = [pl.col("source").replace_strict({name: attrs.get(col) for name, attrs in attributes.items()},
+                                             default=None, return_dtype=dtype).alias(col)
+             for col, dtype in SAE_ATTRIBUTE_SCHEMA.items()]
+    at = base.columns.index("source") + 1
+    order = [*base.columns[:at], *SAE_ATTRIBUTE_SCHEMA, *base.columns[at:]]
+    return base.with_columns(added).select(order)
+
+
 def markdown(df: pl.DataFrame, float_precision: int = 3) -> str:
     """A GitHub-flavoured Markdown table of ``df`` (polars' own MARKDOWN formatting)."""
     with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
@@ -191,11 +217,14 @@ def markdown(df: pl.DataFrame, float_precision: int = 3) -> str:
         return str(df) + "\n"
 
 
-def write_table(df: pl.DataFrame, stem: str | Path, title: str = "", md: str | None = None) -> None:
+def write_table(df: pl.DataFrame, stem: str | Path, title: str = "", md: str | None = None,
+                md_exclude: Iterable[str] = ()) -> None:
     """Write ``df`` as ``stem``.parquet, .csv and .md, each atomically.
 
-    The Markdown is ``md`` when given, else ``title`` over :func:`markdown` of ``df``. List
-    columns are written as space-separated text in the CSV and Markdown.
+    The Markdown is ``md`` when given, else ``title`` over :func:`markdown` of ``df`` less the
+    ``md_exclude`` columns (kept in the parquet and CSV: e.g. :data:`SAE_ATTRIBUTE_SCHEMA` on a
+    table already too wide to read). List columns are written as space-separated text in the CSV
+    and Markdown.
     """
     stem = Path(stem)
     with atomic_path(stem.with_suffix(".parquet")) as tmp:
@@ -206,7 +235,8 @@ def write_table(df: pl.DataFrame, stem: str | Path, title: str = "", md: str | N
     with atomic_path(stem.with_suffix(".csv")) as tmp:
         flat.write_csv(tmp)
     with atomic_path(stem.with_suffix(".md")) as tmp:
-        tmp.write_text(md if md is not None else (f"# {title}\n\n" if title else "") + markdown(flat))
+        tmp.write_text(md if md is not None else (f"# {title}\n\n" if title else "")
+                       + markdown(flat.drop(list(md_exclude), strict=False)))
 
 
 def stage_times(benchmark_dir: str | Path = layout.BENCHMARKS) -> pl.DataFrame:

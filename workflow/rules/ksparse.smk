@@ -36,6 +36,8 @@ rule ksparse_tables:
     params:
         # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
         files=PLAN.ksparse_inputs,
+        # Architecture, width, k/sparsity columns (from the config alone).
+        sae_attributes=sg.sae_attributes(config),
         bootstrap=config["bootstrap"],
         seed=config["seed"],
     resources:

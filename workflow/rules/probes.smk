@@ -59,6 +59,8 @@ rule tables:
     params:
         # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
         probes=PLAN.probe_inputs() + PLAN.baseline_inputs,
+        # Architecture, width, k/sparsity columns (from the config alone).
+        sae_attributes=sg.sae_attributes(config),
         bootstrap=config["bootstrap"],
         seed=config["seed"],
     resources:

@@ -61,6 +61,8 @@ rule sweep_table:
     params:
         # The input list as a param: Snakemake's input trigger misses added inputs, the params trigger does not.
         files=PLAN.sweep_inputs,
+        # Architecture, width, k/sparsity columns (from the config alone).
+        sae_attributes=sg.sae_attributes(config),
     resources:
         mem_mb=2000,
         runtime=15,

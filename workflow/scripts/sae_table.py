@@ -10,5 +10,6 @@ ksparse = read_parquet(snakemake.input.ksparse) if "ksparse" in snakemake.input.
 t = sae_table(snakemake.input.quality, read_parquet(snakemake.input.grid), ksparse)
 write_table(t, Path(snakemake.output[0]).with_suffix(""), "SAE quality on held-out documents (L0, explained variance, "
             "dead / dense fraction; causal LMs: CE clean / spliced / zero-ablated, loss recovered, KL) beside each SAE's "
-            "best all-feature and k-sparse probe per dataset (chosen on CV macro F1; test macro F1 shown)")
+            "best all-feature and k-sparse probe per dataset (chosen on CV macro F1; test macro F1 and its bootstrap interval "
+            "[lo, hi] shown)")
 log.info("%d SAE rows:\n%s", t.height, t)

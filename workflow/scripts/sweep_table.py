@@ -3,9 +3,9 @@ from pathlib import Path
 
 from saeprobe.io import setup_logging
 from saeprobe.sweep_tables import sweep_markdown, sweep_table
-from saeprobe.tables import write_table
+from saeprobe.tables import with_sae_attributes, write_table
 
 log = setup_logging(snakemake.log[0])
-df = sweep_table(snakemake.input)
+df = with_sae_attributes(sweep_table(snakemake.input), snakemake.params.sae_attributes)
 write_table(df, Path(snakemake.output[0]).with_suffix(""), md=sweep_markdown(df))
 log.info("sweep table: %d rows from %d inputs", df.height, len(snakemake.input))

@@ -4,13 +4,13 @@ from pathlib import Path
 
 from saeprobe.comparisons import comparisons, win_tie_loss, with_comparisons
 from saeprobe.io import setup_logging
-from saeprobe.tables import best, grid, markdown, write_table
+from saeprobe.tables import SAE_ATTRIBUTE_SCHEMA, best, grid, markdown, with_sae_attributes, write_table
 
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
 out = Path(snakemake.output[0]).parent
-g = grid(snakemake.input.results)
-write_table(g, out / "grid", "All probes (CV = stratified CV on the train split; test = held-out test split; "
+g = with_sae_attributes(grid(snakemake.input.results), p.sae_attributes)
+write_table(g, out / "grid", md_exclude=SAE_ATTRIBUTE_SCHEMA, title="All probes (CV = stratified CV on the train split; test = held-out test split; "
             f"[lo, hi] = {p.bootstrap['level']:.0%} stratified bootstrap interval over test documents; flag = degenerate row)")
 flagged = g.filter(g["flag"].is_not_null())
 if flagged.height:
@@ -22,10 +22,10 @@ write_table(c, out / "comparisons", md="# Paired comparisons of the CV-selected 
             f"difference = a − b in test macro F1, paired {p.bootstrap['level']:.0%} bootstrap interval over the same "
             "resampled test documents; win/loss only when the interval excludes 0.\n\n" + markdown(c)
             + "\n## Win / tie / loss of the SAE probe\n\n" + markdown(counts))
-b = with_comparisons(best(g, "cv"), c)
+b = with_sae_attributes(with_comparisons(best(g, "cv"), c), p.sae_attributes)
 write_table(b, out / "best", "Best configuration per dataset, model, family and probe, selected on the CV macro F1 of the "
             "train split; vs_hidden_* / vs_tfidf_*: paired bootstrap difference of the SAE probe against the best hidden-state "
             "probe of the same model and against TF-IDF (win/loss only when the interval excludes 0)")
-write_table(best(g, "test"), out / "best_on_test", "Best configuration selected on the TEST score (MOSAIC's procedure), "
+write_table(with_sae_attributes(best(g, "test"), p.sae_attributes), out / "best_on_test", "Best configuration selected on the TEST score (MOSAIC's procedure), "
             "for comparison with the paper only: optimistic by construction; read best.* for saeprobe's CV selection")
 log.info("%d probes aggregated, %d paired comparisons; best configurations:\n%s", g.height, c.height, b)
