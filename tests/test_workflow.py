@@ -140,7 +140,7 @@ def test_rerun_plans_only_what_changed(run):
     changed = json.loads(json.dumps(cfg))
     changed["probe"]["Cs"] = [0.5, 2.0]
     write_config(workdir, changed)
-    report = {"figures", "top_features", "report_tables", "summary"}  # everything drawn from the tables
+    report = {"figures", "top_features", "report_tables", "summary", "sae_table"}  # everything drawn from the tables
     assert set(planned(workdir)) == {"fit_probe", "fit_tfidf", "ksparse", "ksparse_tables", "tables", "all"} | report
 
     changed = json.loads(json.dumps(cfg))

@@ -104,6 +104,16 @@ def sae_quality_datasets(config: dict[str, Any], sae: str) -> list[str]:
     return sae_train_datasets(config, sae) if "train" in config["saes"][sae] else sae_datasets(config, sae)
 
 
+def sae_loss_datasets(config: dict[str, Any], sae: str) -> list[str]:
+    """Text datasets whose held-out documents measure ``sae``'s spliced cross-entropy:
+    ``sae_quality.loss_datasets`` that the SAE's model processes, or (null) its quality datasets."""
+    chosen = config["sae_quality"]["loss_datasets"]
+    model = config["saes"][sae]["model"]
+    candidates = sae_quality_datasets(config, sae) if chosen is None else [
+        d for d in chosen if model in dataset_models(config, d)]
+    return [d for d in candidates if dataset_kind(config, d) == "text"]
+
+
 def sae_probed(config: dict[str, Any], sae: str, dataset: str, stage: str) -> bool:
     """Whether ``stage`` (``grid``, ``transfer``, ...) probes ``sae``'s features on ``dataset``
     (the SAE's ``datasets`` and ``stages`` keys)."""

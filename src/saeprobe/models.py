@@ -308,8 +308,9 @@ def load_pretrained(spec: dict[str, Any], name: str, purpose: Purpose, device: t
     if purpose == "causal_lm":
         archs = list(getattr(cfg, "architectures", None) or [])
         if archs and not any("CausalLM" in a or "LMHead" in a for a in archs):
-            raise ModelLoadError(f"behaviour scorer '{name}' must be a causal language model with an LM head, but "
-                                 f"'{source}' is a {', '.join(archs)} ({model_type}); score with a decoder model "
+            raise ModelLoadError(f"'{name}' must be a causal language model with an LM head (to score behaviour or an "
+                                 f"SAE's spliced loss), but '{source}' is a {', '.join(archs)} ({model_type}); score "
+                                 "with a decoder model "
                                  "(e.g. Llama, Gemma) and probe with this one instead")
     # Straight to the device: from_pretrained places each checkpoint tensor there as it is read,
     # so the host never holds the whole model (a 9B model in bfloat16 is 18.5 GB).
@@ -319,7 +320,7 @@ def load_pretrained(spec: dict[str, Any], name: str, purpose: Purpose, device: t
                                        output_loading_info=True, **kwargs)
         missing = sorted(info.get("missing_keys") or [])
         if missing:
-            raise ModelLoadError(f"behaviour scorer '{name}': '{source}' has no trained language-model head (weights "
+            raise ModelLoadError(f"'{name}': '{source}' has no trained language-model head (weights "
                                  f"missing from the checkpoint: {missing[:4]}{' ...' if len(missing) > 4 else ''}); "
                                  "score with a causal LM checkpoint")
     else:

@@ -59,12 +59,13 @@ def quality_inputs(wildcards):
     the datasets whose held-out documents it is measured on (saeprobe.grid.sae_quality_datasets)."""
     model = model_of(wildcards.sae)
     datasets = sg.sae_quality_datasets(config, wildcards.sae)
-    text = [d for d in datasets if sg.dataset_kind(config, d) == "text"]
+    loss = sg.sae_loss_datasets(config, wildcards.sae)
     return {
         "sae": sae_inputs(wildcards),
         "activations": [sl.path(sl.ACTIVATIONS, model=model, dataset=d) for d in datasets],
         "data": [sl.path(sl.DATA, dataset=d) for d in datasets],
-        "tokens": [sl.path(sl.TOKENS, model=model, dataset=d) for d in text],
+        "tokens": [sl.path(sl.TOKENS, model=model, dataset=d) for d in loss],
+        "loss_data": [sl.path(sl.DATA, dataset=d) for d in loss],
         "model": sl.path(sl.MODEL, model=model) if "random" in config["models"][model] else [],
     }
 
@@ -78,6 +79,7 @@ rule sae_quality:
         sae=lambda w: sg.encode_settings(config, w.sae),
         model=lambda w: config["models"][model_of(w.sae)],
         datasets=lambda w: sg.sae_quality_datasets(config, w.sae),
+        loss_datasets=lambda w: sg.sae_loss_datasets(config, w.sae),
         settings=config["sae_quality"],
         seed=config["seed"],
         rerun_on_weights=lambda w: {"sae": sae_weights_fingerprint(w.sae, w.layer),
@@ -86,8 +88,8 @@ rule sae_quality:
     threads: TORCH_THREADS
     resources:
         gpu=GPU,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=model_mem_mb("base", lambda w: model_of(w.sae)),  # the language model, for the spliced loss
+        runtime=model_runtime("base", lambda w: model_of(w.sae)),
     conda:
         ENV
     log:

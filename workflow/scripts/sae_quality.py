@@ -37,16 +37,15 @@ if settings["loss_tokens"] and model_spec["kind"] == "text" and snakemake.input.
         model = None
     if model is not None:
         docs = []
-        by_dataset = dict(zip(p.datasets, splits, strict=True))
-        for path in snakemake.input.tokens:
-            ids, special, _ = tokenize.read(path)
-            split = by_dataset[Path(path).stem]
+        for tokens, prepared in zip(snakemake.input.tokens, snakemake.input.loss_data, strict=True):
+            ids, special, _ = tokenize.read(tokens)
+            split = data.read(prepared)[0]["split"].to_numpy()
             docs += [(ids[i], special[i]) for i in np.flatnonzero(split != "train")]
         order = np.random.default_rng(p.seed).permutation(len(docs))
         loss = spliced_loss(model, sae, [docs[i] for i in order], layer, model_spec["layer_convention"],
                             max_tokens=settings["loss_tokens"], token_budget=p.runtime["token_budget"])
-        job.log.info("spliced loss on %d tokens: CE clean %.3f, spliced %.3f, zero-ablated %.3f; loss recovered %.3f, "
-                     "KL %.4f", loss["n_loss_tokens"], loss["ce_clean"], loss["ce_spliced"], loss["ce_zero"],
+        job.log.info("spliced loss on %d held-out tokens of %s: CE clean %.3f, spliced %.3f, zero-ablated %.3f; loss recovered %.3f, "
+                     "KL %.4f", loss["n_loss_tokens"], p.loss_datasets, loss["ce_clean"], loss["ce_spliced"], loss["ce_zero"],
                      loss["loss_recovered"], loss["kl_div"])
 train = spec.get("train")
 training_log = read_json(Path(snakemake.input.sae) / "training_log.json") if trained else {}
@@ -56,6 +55,6 @@ report = {
     "k": float(train["k"]) if train and arch in K_ARCHITECTURES else None,
     "sparsity_key": training_log.get("sparsity_key"), "sparsity": training_log.get("sparsity"),
     "saved_l0_over_k": quality["l0"] / float(train["k"]) if train and arch in THRESHOLD_SAVED else None,
-    "datasets": p.datasets, "quality": {**quality, **loss}, "training_heldout": training_log.get("heldout"),
+    "datasets": p.datasets, "loss_datasets": p.loss_datasets if loss["n_loss_tokens"] else [], "quality": {**quality, **loss}, "training_heldout": training_log.get("heldout"),
 }
 write_json(snakemake.output[0], report)
