@@ -216,11 +216,11 @@ def _yerr(df: pl.DataFrame, column: str = "test_macro_f1") -> np.ndarray | None:
     return np.clip(err, 0, None)  # a point outside its interval (e.g. edited tables) draws a one-sided bar
 
 
-def _errorbars(ax: Any, x: Any, df: pl.DataFrame, color: Any) -> None:
-    """Unlabelled bootstrap-interval bars of ``df``'s test macro F1 at ``x`` (nothing without interval columns)."""
-    yerr = _yerr(df)
+def _errorbars(ax: Any, x: Any, df: pl.DataFrame, color: Any, column: str = "test_macro_f1") -> None:
+    """Unlabelled bootstrap-interval bars of ``df``'s ``column`` at ``x`` (nothing without its ``_lo`` / ``_hi`` columns)."""
+    yerr = _yerr(df, column)
     if yerr is not None:
-        ax.errorbar(x, df["test_macro_f1"], yerr=yerr, fmt="none", ecolor=color, capsize=2.5, elinewidth=0.9, alpha=0.8)
+        ax.errorbar(x, df[column], yerr=yerr, fmt="none", ecolor=color, capsize=2.5, elinewidth=0.9, alpha=0.8)
 
 
 def _interval_values(df: pl.DataFrame, column: str = "test_macro_f1") -> list[float]:
@@ -674,25 +674,30 @@ def binarize_vs_ksparse(versus: pl.DataFrame) -> Figure:
 
 
 def _arch_width_label(row: dict[str, Any]) -> str:
-    return f"{row['model']} {row['architecture']} {width_label(row['width'])}"
+    """``<model> <architecture> <width>``, plus `` L<layer>`` when the row carries a layer."""
+    layer = f" L{row['layer']}" if row.get("layer") is not None else ""
+    return f"{row['model']} {row['architecture']} {width_label(row['width'])}{layer}"
 
 
 def _frontier_lines(ax: Any, df: pl.DataFrame, y: str, colors: dict[str, Any], marker: str, style: str,
                     suffix: str = "") -> None:
-    """One line per (model, architecture, width) of ``y`` against L0 (sorted by L0), points labelled by layer."""
-    for (model, arch, width), line in df.sort("l0").group_by(["model", "architecture", "width"], maintain_order=True):
+    """One line per (model, architecture, width, layer) of ``y`` against L0 (its sparsities, sorted by
+    L0), with the bootstrap interval of each point (``<y>_lo`` / ``_hi``) as an error bar."""
+    keys = ["model", "architecture", "width", "layer"]
+    for values, line in df.sort("l0").group_by(keys, maintain_order=True):
         line = line.filter(pl.col(y).is_not_null() & pl.col("l0").is_not_null())
         if line.is_empty():
             continue
-        label = _arch_width_label({"model": model, "architecture": arch, "width": width})
+        label = _arch_width_label(dict(zip(keys, values, strict=True)))
         ax.plot(line["l0"], line[y], marker=marker, linestyle=style, color=colors[label], label=label + suffix)
+        _errorbars(ax, line["l0"], line, colors[label], column=y)
 
 
 @_styled
 def sae_frontier(saes: pl.DataFrame) -> Figure:
     """Probe test macro F1 against held-out L0, one panel per dataset: the sparsity-quality frontier.
 
-    One line per (model, architecture, width) through its SAEs (sparsities, layers) sorted by
+    One line per (model, architecture, width, layer) through its SAEs (sparsities) sorted by
     L0: solid = the all-feature grid probe, dashed = the k-sparse probe, each the CV-best over
     poolings / binarizations (rankings / k). SAEBench (Karvonen et al. 2025) recommends
     comparing SAEs at matched L0, as most metrics move with sparsity.
@@ -710,7 +715,8 @@ def sae_frontier(saes: pl.DataFrame) -> Figure:
         _frontier_lines(ax, sub, "grid_test_macro_f1", colors, "o", "-")
         _frontier_lines(ax, sub, "ksparse_test_macro_f1", colors, "s", "--", " (k-sparse)")
         ax.set_xscale("log")
-        values = [v for c in ("grid_test_macro_f1", "ksparse_test_macro_f1") for v in sub[c].drop_nulls().to_list()]
+        columns = [f"{c}{end}" for c in ("grid_test_macro_f1", "ksparse_test_macro_f1") for end in ("", "_lo", "_hi")]
+        values = [v for c in columns if c in sub.columns for v in sub[c].drop_nulls().to_list()]
         _f1_panel(ax, ds, "L0 on held-out documents (log scale)", values)
     _legend_below(fig, axes)
     _suptitle(fig, title)
@@ -720,7 +726,7 @@ def sae_frontier(saes: pl.DataFrame) -> Figure:
 @_styled
 def sae_reconstruction(saes: pl.DataFrame) -> Figure:
     """Explained variance (left) and, for causal LMs, loss recovered (right) against held-out L0,
-    one line per (model, architecture, width); one point per SAE and layer."""
+    one line per (model, architecture, width, layer) through its sparsities."""
     title = "SAE reconstruction against sparsity (held-out documents)"
     df = saes.unique(["sae", "layer"], maintain_order=True).filter(pl.col("l0").is_not_null())
     if df.is_empty():
