@@ -273,7 +273,11 @@ BASE = {
 
 def test_figure_plan_follows_config():
     cfg = sc.validate(copy.deepcopy(BASE))
-    assert sg.figure_plan(cfg) == {"f1_by_layer": "grid", "f1_by_width": "grid", "pooling_binarize": "grid"}
+    sae_figures = {"sae_frontier": "saes", "sae_reconstruction": "saes"}  # sae_quality is on by default
+    assert sg.figure_plan(cfg) == {"f1_by_layer": "grid", "f1_by_width": "grid", "pooling_binarize": "grid", **sae_figures}
+    no_quality = copy.deepcopy(BASE)
+    no_quality["sae_quality"] = {"enabled": False}
+    assert not set(sae_figures) & set(sg.figure_plan(sc.validate(no_quality)))
     more = copy.deepcopy(BASE)
     more["transfer"] = {"datasets": ["a"]}
     more["sweep"] = {"datasets": ["b"]}

@@ -314,7 +314,7 @@ def test_finished_run_plans_nothing(fp_run):
 
 
 # Everything drawn from the probe tables.
-REPORT = {"fit_probe", "tables", "summary", "figures", "top_features", "report_tables", "all"}
+REPORT = {"fit_probe", "tables", "summary", "figures", "top_features", "report_tables", "sae_table", "all"}
 
 
 @pytest.mark.workflow
@@ -323,7 +323,7 @@ def test_rewritten_model_weights_rerun_tokenize_and_below(fp_run):
     original, st = weights.read_bytes(), weights.stat()
     rewrite_same_size(weights)
     try:
-        assert set(planned(fp_run)) == {"tokenize", "extract_activations", "encode_sae", "pool"} | REPORT
+        assert set(planned(fp_run)) == {"tokenize", "extract_activations", "encode_sae", "sae_quality", "pool"} | REPORT
     finally:  # the old bytes back (ctime moved again): the fingerprint is the content's, so nothing to do
         weights.write_bytes(original)
         os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -336,7 +336,7 @@ def test_rewritten_sae_weights_rerun_encode_sae_and_below(fp_run):
     original, st = weights.read_bytes(), weights.stat()
     rewrite_same_size(weights)
     try:
-        assert set(planned(fp_run)) == {"encode_sae", "pool"} | REPORT
+        assert set(planned(fp_run)) == {"encode_sae", "sae_quality", "pool"} | REPORT
     finally:
         weights.write_bytes(original)
         os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))

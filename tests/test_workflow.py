@@ -147,8 +147,8 @@ def test_rerun_plans_only_what_changed(run):
     changed["saes"]["topk"]["train"]["k"] = 3
     write_config(workdir, changed)
     jobs = planned(workdir)
-    assert set(jobs) == {"train_sae", "encode_sae", "pool", "fit_probe", "ksparse", "ksparse_tables", "tables",
-                         "all"} | report
+    assert set(jobs) == {"train_sae", "sae_quality", "encode_sae", "pool", "fit_probe", "ksparse", "ksparse_tables",
+                         "tables", "all"} | report
     assert jobs["encode_sae"] == 1 and jobs["fit_probe"] == 1  # only the topk SAE's branch (one job: its 4 cells)
     assert jobs["ksparse"] == 1
 
