@@ -54,22 +54,6 @@ rule encode_sae:
         "../scripts/encode_sae.py"
 
 
-def quality_inputs(wildcards):
-    """An SAE's quality job reads its folder, and the activations, prepared data and (text) tokens of
-    the datasets whose held-out documents it is measured on (saeprobe.grid.sae_quality_datasets)."""
-    model = model_of(wildcards.sae)
-    datasets = sg.sae_quality_datasets(config, wildcards.sae)
-    loss = sg.sae_loss_datasets(config, wildcards.sae)
-    return {
-        "sae": sae_inputs(wildcards),
-        "activations": [sl.path(sl.ACTIVATIONS, model=model, dataset=d) for d in datasets],
-        "data": [sl.path(sl.DATA, dataset=d) for d in datasets],
-        "tokens": [sl.path(sl.TOKENS, model=model, dataset=d) for d in loss],
-        "loss_data": [sl.path(sl.DATA, dataset=d) for d in loss],
-        "model": sl.path(sl.MODEL, model=model) if "random" in config["models"][model] else [],
-    }
-
-
 rule sae_quality:
     input:
         unpack(quality_inputs),
