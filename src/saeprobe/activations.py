@@ -45,7 +45,7 @@ from saeprobe.store import (
     write_index,
 )
 
-__all__ = ["FLOAT16_MAX", "LayerCapture", "StopForward", "activation_writers", "check_activations", "check_peaks", "extract",
+__all__ = ["FLOAT16_MAX", "LayerCapture", "StopForward", "activation_writers", "check_activations", "check_peaks", "extract", "gather_rows",
            "hook_point", "plan_batches"]
 
 log = logging.getLogger("saeprobe")
@@ -155,6 +155,38 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+def gather_rows(captured: dict[int, torch.Tensor], layers: Sequence[int], index: torch.Tensor, store_dtype: str,
+                docs: np.ndarray, max_abs: dict[int, float]) -> dict[str, np.ndarray]:
+    """The rows a batch writes: ``captured[L]`` (batch, seq, d_model) flattened and gathered at
+    ``index`` (real-token positions, row-major, on the device), per layer.
+
+    On the device: the gather, each layer's peak |value| (NaN/inf propagate) and the cast to
+    ``store_dtype`` (one rounding, round-to-nearest-even: the same bits as casting through float32
+    with numpy); then one device→host copy and one sync (:func:`to_host`), :func:`check_peaks`,
+    and ``max_abs`` updated in place.
+
+    Returns:
+        ``{"layer_<L>": (len(index), d_model) array of store_dtype}``.
+    Raises:
+        NonFiniteError, StoreRangeError: see :func:`check_activations` (``docs`` are named).
+    """
+    to_dtype = {"float16": torch.float16, "float32": torch.float32}[store_dtype]
+    first = captured[layers[0]]
+    d_model = first.shape[-1]
+    staged = torch.empty((len(layers), len(index), d_model), dtype=to_dtype, device=first.device)
+    peaks = []
+    for i, layer in enumerate(layers):
+        h = captured[layer].reshape(-1, d_model).index_select(0, index)  # compute dtype
+        peaks.append(h.abs().amax().float() if len(index) else torch.zeros((), device=first.device))
+        staged[i] = h
+    host, peak_t = to_host([staged, torch.stack(peaks)])  # one copy of the rows, one sync
+    peak_np = peak_t.numpy()
+    check_peaks(peak_np, layers, docs, store_dtype)
+    for layer, peak in zip(layers, peak_np, strict=True):
+        max_abs[layer] = max(max_abs[layer], float(peak))
+    return {f"layer_{layer}": host[i].numpy() for i, layer in enumerate(layers)}
 
 
 def writer_stats(writer: BackgroundWriter, wall_s: float) -> dict[str, Any]:
@@ -301,7 +333,6 @@ def extract(
     device = next(model.parameters()).device
     lengths = np.array([len(x) for x in input_ids], dtype=np.int64)
     d_model = int(model.config.hidden_size)
-    to_dtype = {"float16": torch.float16, "float32": torch.float32}[store_dtype]
     capture = LayerCapture(model, layers, convention)
     writers = activation_writers(group, layers, d_model, store_dtype, chunk_tokens)
     max_abs = {layer: 0.0 for layer in layers}
@@ -323,27 +354,11 @@ def extract(
                         ids[row, : lengths[doc]] = input_ids[doc]
                         mask[row, : lengths[doc]] = 1
                     real = np.flatnonzero(mask)  # row-major: the real tokens, doc by doc (no device-side nonzero)
-                    idx_t = to_device(real, device)
                     out = capture.run(model, to_device(ids, device), to_device(mask, device))
-                    # On the device: gather the real tokens, their peak |value| (NaN/inf propagate),
-                    # and the cast to the stored dtype (one rounding, round-to-nearest-even: the same
-                    # bits as casting through float32 with numpy).
-                    staged = torch.empty((len(layers), len(real), d_model), dtype=to_dtype, device=device)
-                    peaks = []
-                    for i, layer in enumerate(layers):
-                        h = out[layer].reshape(-1, d_model).index_select(0, idx_t)  # compute dtype
-                        peaks.append(h.abs().amax().float())
-                        staged[i] = h
-                    host, peak_t = to_host([staged, torch.stack(peaks)])  # one copy of the rows, one sync
-                    peak_np = peak_t.numpy()
-                    check_peaks(peak_np, layers, batch, store_dtype)
-                    for layer, peak in zip(layers, peak_np, strict=True):
-                        max_abs[layer] = max(max_abs[layer], float(peak))
-                    rows: dict[str, np.ndarray] = {f"layer_{layer}": host[i].numpy() for i, layer in enumerate(layers)}
+                    rows = gather_rows(out, layers, to_device(real, device), store_dtype, batch, max_abs)
                     rows["special"] = np.concatenate([special[d] for d in batch]).astype(bool)
                     writer.submit(rows)
                     out.clear()  # the capture's own dict: drop the batch's tensors before the heap check
-                    del h, staged, host, idx_t
                     guard.step()  # heap fragmentation would grow the peak with the number of batch shapes
                     bar.update(len(real))
         finally:

@@ -393,7 +393,7 @@ def extract(
     import torch
     from tqdm import tqdm
 
-    from saeprobe.activations import LayerCapture, activation_writers, check_peaks, to_device, to_host, writer_stats
+    from saeprobe.activations import LayerCapture, activation_writers, gather_rows, to_device, writer_stats
     from saeprobe.store import ACTIVATION_CHUNK_TOKENS, BackgroundWriter, write_index
 
     chunk_tokens = chunk_tokens or ACTIVATION_CHUNK_TOKENS
@@ -405,7 +405,6 @@ def extract(
     d_model = int(lm.config.hidden_size)
     n_img, image_id = int(processor.image_seq_length), int(processor.image_token_id)
     capture = LayerCapture(lm, layers, convention)
-    to_dtype = {"float16": torch.float16, "float32": torch.float32}[store_dtype]
     writer = BackgroundWriter(activation_writers(group, layers, d_model, store_dtype, chunk_tokens))
     started = time.perf_counter()
     max_abs = {layer: 0.0 for layer in layers}
@@ -432,17 +431,7 @@ def extract(
                                           f"{processor.image_token!r}, or does the processor not match the model?")
                     captured = capture.run(model, **inputs)
                     where = to_device(np.flatnonzero(is_img), device)  # (batch × n_img,), image by image
-                    staged = torch.empty((len(layers), len(where), d_model), dtype=to_dtype, device=device)
-                    peaks = []
-                    for i, layer in enumerate(layers):
-                        h = captured[layer].reshape(-1, d_model).index_select(0, where)  # compute dtype
-                        peaks.append(h.abs().amax().float())
-                        staged[i] = h  # one rounding on the device, as numpy's cast through float32
-                    host, peak_t = to_host([staged, torch.stack(peaks)])  # one copy, one sync
-                    check_peaks(peak_t.numpy(), layers, batch, store_dtype)
-                    for layer, peak in zip(layers, peak_t.tolist(), strict=True):
-                        max_abs[layer] = max(max_abs[layer], peak)
-                    rows = {f"layer_{layer}": host[i].numpy() for i, layer in enumerate(layers)}
+                    rows = gather_rows(captured, layers, where, store_dtype, batch, max_abs)
                     rows["special"] = np.zeros(len(batch) * n_img, dtype=bool)
                     writer.submit(rows)
                     captured.clear()
