@@ -225,3 +225,50 @@ def test_neuronpedia_ids_from_saelens_directory():
     directory = {"r": {"saes": [{"id": "a", "neuronpedia": "m/0-x"}, {"id": "b"}]}}
     assert tf.neuronpedia_id("r", "a", directory) == "m/0-x" and tf.neuronpedia_id("r", "b", directory) is None
     assert tf.neuronpedia_url(None, 3) == "" and tf.neuronpedia_url("m/0-x", 3) == "https://www.neuronpedia.org/m/0-x/3"
+
+
+def _unmarked(text: str) -> str:
+    return text.replace(tf.MARK[0], "").replace(tf.MARK[1], "").strip("…")
+
+
+@pytest.mark.parametrize("text", ["Die Brücke in München ist schön, café.", "我爱北京天安门。"])
+def test_contexts_never_split_a_multibyte_character(tokenizer, text):
+    # stories260K is a Llama SentencePiece tokenizer with byte fallback: "ü" is <0xC3><0xBC>, "我" three byte tokens.
+    ids = tokenizer(text)["input_ids"]
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    assert any(p.startswith("<0x") for p in pieces)  # the text does exercise byte fallback
+    decode = tf.tokenizer_decoder(tokenizer)
+    full = decode(ids)
+    for window in (0, 1, 3):
+        for position, piece in enumerate(pieces):
+            context = tf.mark_context(ids, position, window, decode)
+            assert "\ufffd" not in context, (window, position, context)
+            assert _unmarked(context) in full, (window, position, context)  # the real characters, in order
+            if piece.startswith("<0x"):  # a byte token is marked with the whole character it belongs to
+                marked = context.split(tf.MARK[0], 1)[1].split(tf.MARK[1], 1)[0]
+                assert len(marked) == 1 and marked in text, (position, context)
+    if "ü" in text:  # either byte of the "ü" of "Brücke" marks the "ü", with the word whole around it
+        first = pieces.index("<0xC3>")
+        for position in (first, first + 1):
+            assert "Br«ü»cke" in tf.mark_context(ids, position, 3, decode)
+
+
+def test_contexts_keep_characters_whole_with_a_byte_level_bpe():
+    """Byte-level BPE (GPT-2 style) splits a character's bytes over tokens too; its decoder replaces only the
+    invalid bytes (SentencePiece's byte fallback replaces the whole run), and both must come out whole."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["the bridge in the town"] * 5,
+                            trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    text = "the Brücke in München, 我爱北京"
+    ids = tokenizer(text)["input_ids"]
+    decode = tf.tokenizer_decoder(tokenizer)
+    assert "\ufffd" in decode(ids[:5])  # "Br" + the first byte of "ü": the tokens do split characters
+    for position in range(len(ids)):
+        context = tf.mark_context(ids, position, 1, decode)
+        assert "\ufffd" not in context and _unmarked(context) in text, (position, context)

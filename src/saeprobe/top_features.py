@@ -21,7 +21,10 @@ its list with near-duplicates. Special tokens (BOS/CLS/SEP/EOS) are skipped when
 ``exclude_special`` is set (the same setting as pooling). Context text is the window of
 ``context_tokens`` tokens either side of the activating token, decoded with the model's
 tokenizer from :data:`saeprobe.layout.TOKENS`, with the token marked «like
-this». Image datasets have no token text: their contexts carry doc ids and positions only.
+this». The span is decoded as a whole, never token by token, and no cut splits a character whose
+UTF-8 bytes lie in several tokens (SentencePiece byte fallback, ``<0xC3><0xBC>`` for "ü"; byte-level
+BPE): a token holding part of a character is marked with the whole character (:func:`mark_context`).
+Image datasets have no token text: their contexts carry doc ids and positions only.
 
 Neuronpedia: for an SAE loaded from a SAELens ``release`` whose pretrained-SAE directory entry
 has a Neuronpedia id (Gemma Scope does, e.g. ``gemma-2-2b/12-gemmascope-res-16k``), each
@@ -246,13 +249,44 @@ def read_token_ids(path: str | Path, doc_ids: Iterable[int]) -> dict[int, list[i
     return ids
 
 
+REPLACEMENT = "\ufffd"  # what a decoder gives for the bytes of a character cut in two
+MAX_CHAR_TOKENS = 4  # UTF-8 characters have at most 4 bytes, so at most 4 tokens share one
+
+
+def char_boundary(ids: Sequence[int], i: int, decode: Callable[[list[int]], str]) -> bool:
+    """Whether the cut before ``ids[i]`` splits no character's UTF-8 bytes between two tokens.
+
+    A cut is clean when some run of at most :data:`MAX_CHAR_TOKENS` tokens on each side of it
+    decodes without U+FFFD (the document's ends are clean). A byte-fallback token such as
+    ``<0xBC>`` that continues a character can start no such run, nor can ``<0xC3>`` end one.
+    Decoding runs, not single tokens, keeps this independent of the tokenizer: SentencePiece's
+    byte fallback replaces a whole run of byte tokens that is not valid UTF-8, byte-level BPE
+    only the invalid bytes.
+    """
+    n = len(ids)
+    if not 0 < i < n:
+        return True
+    starts = any(REPLACEMENT not in decode(list(ids[i:j])) for j in range(i + 1, min(n, i + MAX_CHAR_TOKENS) + 1))
+    ends = any(REPLACEMENT not in decode(list(ids[a:i])) for a in range(max(0, i - MAX_CHAR_TOKENS), i))
+    return starts and ends
+
+
 def mark_context(input_ids: Sequence[int], position: int, window: int, decode: Callable[[list[int]], str]) -> str:
     """Decode ``window`` tokens either side of ``position`` with the token there marked «so».
 
     The window is decoded as a whole and the marked token located by decoding its prefixes,
-    so SentencePiece/BPE word boundaries and spaces come out as in the full text. Newlines are
-    shown as ⏎, and an ellipsis marks a cut-off document.
+    so SentencePiece/BPE word boundaries and spaces come out as in the full text. A character
+    whose UTF-8 bytes are spread over several tokens (the byte-fallback tokens ``<0xC3><0xBC>``
+    of SentencePiece/Llama/Gemma tokenizers for "ü", or byte-level BPE pieces of a Chinese
+    character) is never cut (:func:`char_boundary`): the window grows to whole characters, and a
+    marked token that holds part of a character is marked together with the tokens that
+    complete it. Newlines are shown as ⏎, and an ellipsis marks a cut-off document.
 
+    Args:
+        input_ids: the document's token ids (n_tokens,).
+        position: index of the token to mark.
+        window: tokens kept on either side of it (before growing to whole characters).
+        decode: ids -> text, the tokenizer's own decode (:func:`tokenizer_decoder`).
     Raises:
         DataError: ``position`` is outside the document.
     """
@@ -260,12 +294,23 @@ def mark_context(input_ids: Sequence[int], position: int, window: int, decode: C
     if not 0 <= position < len(ids):
         raise DataError(f"token position {position} outside a document of {len(ids)} tokens "
                         "(tokens file and code store disagree)")
-    lo, hi = max(0, position - window), min(len(ids), position + window + 1)
-    left, with_tok, whole = decode(ids[lo:position]), decode(ids[lo : position + 1]), decode(ids[lo:hi])
+
+    def widen(i: int, step: int, stop: int) -> int:
+        """Move cut ``i`` by ``step`` until it splits no character (at most a character's worth of tokens)."""
+        for _ in range(MAX_CHAR_TOKENS - 1):
+            if i == stop or char_boundary(ids, i, decode):
+                break
+            i += step
+        return i
+
+    lo = widen(max(0, position - window), -1, 0)
+    hi = widen(min(len(ids), position + window + 1), 1, len(ids))
+    start, end = widen(position, -1, lo), widen(position + 1, 1, hi)
+    left, with_tok, whole = decode(ids[lo:start]), decode(ids[lo:end]), decode(ids[lo:hi])
     if with_tok.startswith(left) and whole.startswith(with_tok):
         before, token, after = left, with_tok[len(left):], whole[len(with_tok):]
     else:  # the tokenizer merges across the cut: decode the pieces separately
-        before, token, after = left, decode([ids[position]]), decode(ids[position + 1 : hi])
+        before, token, after = left, decode(ids[start:end]), decode(ids[end:hi])
     lead = len(token) - len(token.lstrip())
     before, token = before + token[:lead], token[lead:]
     text = f"{'…' if lo > 0 else ''}{before}{MARK[0]}{token}{MARK[1]}{after}{'…' if hi < len(ids) else ''}"
