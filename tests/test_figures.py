@@ -306,3 +306,105 @@ def test_sort_helpers():
     assert sorted(["top50", "last", "top5", "mean"], key=figures.pooling_key) == ["mean", "last", "top5", "top50"]
     assert sorted(["gt1", "raw", "gt0.5"], key=figures.binarize_key) == ["raw", "gt0.5", "gt1"]
     assert [figures.width_label(w) for w in (300, 2048, 16384, 1 << 20)] == ["300", "2k", "16k", "1M"]
+
+
+# --------------------------------------------------------------------------- SAE frontier (issue 21 T16)
+
+
+def synthetic_saes(datasets: tuple[str, ...] = ("trec",)) -> pl.DataFrame:
+    """A tables/saes frame: two sweep entries of the same architecture, width and layer (wiki_topk, news_topk,
+    k 16 and 32, different training sets), a plain entry of that kind (no sweep suffix), a width sweep at two
+    layers, and a second model. Returns it with the entry and width every row comes from (columns _entry)."""
+    from saeprobe.sae_quality import SAES_SCHEMA
+
+    rows = []
+    specs = [("wiki_topk", "m1", 4, 1024, [16, 32]), ("news_topk", "m1", 4, 1024, [16, 32]),
+             ("plain_topk", "m1", 4, 1024, None), ("wide_topk", "m1", 4, 4096, [32]),
+             ("wide_topk", "m1", 2, 4096, [32]), ("wide_topk", "m1", 2, 1024, [32]),
+             ("a_rather_long_entry_name_for_another_model_sae", "another_model_with_a_long_name", 7, 2048, [8, 64])]
+    rng = np.random.default_rng(1)
+    for ds in datasets:
+        for entry, model, layer, width, ks in specs:
+            for k in ks or [16]:
+                name = f"{entry}_w{width}_k{k}" if ks else entry
+                f1 = float(rng.uniform(0.55, 0.9))
+                rows.append(dict(sae=name, model=model, layer=layer, architecture="topk", width=width, k=k,
+                                 sparsity_key="k", sparsity=float(k), l0=float(k) * rng.uniform(0.9, 1.1),
+                                 explained_variance=float(rng.uniform(0.5, 0.9)), dataset=ds, grid_test_macro_f1=f1,
+                                 grid_test_macro_f1_lo=f1 - 0.05, grid_test_macro_f1_hi=f1 + 0.04,
+                                 ksparse_test_macro_f1=f1 - 0.1, _entry=entry))
+    frame = pl.DataFrame(rows)
+    return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
+                         for c, t in SAES_SCHEMA.items()] + [pl.col("_entry")])
+
+
+def test_sae_entry_removes_only_the_suffix_its_own_sweep_gave():
+    assert figures.sae_entry({"sae": "wiki_topk_w1024_k16", "width": 1024, "sparsity_key": "k", "sparsity": 16.0}) == "wiki_topk"
+    assert figures.sae_entry({"sae": "j_w64_l0c0p5", "width": 64, "sparsity_key": "l0_coefficient", "sparsity": 0.5}) == "j"
+    # A suffix that is not the row's own width / sparsity is part of the entry's name; so is a plain name.
+    assert figures.sae_entry({"sae": "x_w1024_k16", "width": 2048, "sparsity_key": "k", "sparsity": 16.0}) == "x_w1024_k16"
+    assert figures.sae_entry({"sae": "x_w1024_k16", "width": 1024, "sparsity_key": "k", "sparsity": 32.0}) == "x_w1024_k16"
+    assert figures.sae_entry({"sae": "gemmascope", "width": 16384, "sparsity_key": None, "sparsity": None}) == "gemmascope"
+    # The suffix is the one the config's sweep expansion generates (one owner of the naming).
+    expanded = {"saes": {"e": {"model": "m", "train": {"architecture": "topk", "width": [64, 128], "k": [4, 8]}}}}
+    sc.expand_sae_sweeps(expanded)
+    for name, spec in expanded["saes"].items():
+        row = {"sae": name, "width": spec["train"]["width"], "sparsity_key": "k", "sparsity": float(spec["train"]["k"])}
+        assert figures.sae_entry(row) == "e", name
+
+
+@pytest.mark.parametrize("name", ["sae_frontier", "sae_reconstruction"])
+def test_sae_figures_draw_one_line_per_entry_width_and_layer(name):
+    saes = synthetic_saes()
+    fig = figures.make(name, {"saes": saes.drop("_entry")})
+    ax = fig.axes[0]
+    column = "grid_test_macro_f1" if name == "sae_frontier" else "explained_variance"
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    # wiki_topk and news_topk (both topk, 1k, L4, k 16 and 32) are two lines, plain_topk a third: 7 sweeps in all
+    assert len(solid) == saes.select("_entry", "width", "layer").n_unique() == 7
+    drawn = sorted((sorted(zip(line.get_xdata(), line.get_ydata(), strict=True)), line.get_label()) for line in solid)
+    expected = sorted((sorted(zip(part["l0"], part[column], strict=True)),
+                       figures._sae_line_label({**part.row(0, named=True), "entry": part["_entry"][0]}))
+                      for _, part in saes.group_by(["_entry", "width", "layer"]))
+    assert drawn == expected
+    for line in solid:
+        assert list(line.get_xdata()) == sorted(line.get_xdata())  # through each sweep in L0 order
+    assert len({line.get_label() for line in solid}) == len(solid)  # each line named apart in the legend
+
+
+def _assert_inside(fig) -> None:
+    """Everything drawn (legend included) lies inside the figure, as saved."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    assert fig.legends
+    for legend in fig.legends:
+        extent = legend.get_window_extent(renderer)
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1 and box.y0 - 1 <= extent.y0, (extent, box)
+    tight = fig.get_tightbbox(renderer)  # inches
+    assert tight.x0 >= -0.01 and tight.y0 >= -0.01, tight
+    assert tight.x1 <= fig.get_figwidth() + 0.01 and tight.y1 <= fig.get_figheight() + 0.01, (tight, fig.get_size_inches())
+
+
+@pytest.mark.parametrize("datasets", [("trec",), ("jailbreak", "trec", "tweets")])
+def test_sae_frontier_legend_fits_inside_the_figure(tmp_path, datasets):
+    saes = synthetic_saes(datasets).drop("_entry")
+    fig = figures.make("sae_frontier", {"saes": saes})
+    _check_written(fig, tmp_path / "frontier")
+    _assert_inside(fig)
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    lines = {line.get_label() for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert sorted(labels) == sorted(lines | {"all-feature probe", "k-sparse probe"})  # every line once, and the styles
+    for ax in fig.axes:
+        if ax.get_visible():  # the legend takes room of its own, not the panels'
+            assert ax.get_window_extent().height / fig.dpi > 0.6 * figures.PANEL[1]
+
+
+def test_every_figure_legend_fits_inside_the_figure():
+    """A one-panel grid figure (6 inches wide) whose model names are long: the legend was cut at both edges."""
+    grid = synthetic_grid().filter(pl.col("dataset") == "trec").with_columns(
+        model=pl.col("model").replace({"m1": "a-model-with-a-rather-long-name-1", "m2": "a-model-with-a-rather-long-name-2"}))
+    _assert_inside(figures.make("f1_by_layer", {"grid": grid}))

@@ -122,7 +122,8 @@ def test_frontier_figures_draw_one_line_per_architecture_and_width():
     rows = []
     for arch in ("topk", "batchtopk"):
         for k, l0 in ((16, 16.0), (32, 31.0)):
-            rows.append({"sae": f"{arch}{k}", "model": "m", "layer": 4, "architecture": arch, "width": 1024, "k": k,
+            rows.append({"sae": f"{arch}_w1024_k{k}", "sparsity_key": "k", "sparsity": k,  # one sweep entry per arch
+                         "model": "m", "layer": 4, "architecture": arch, "width": 1024, "k": k,
                          "l0": l0 + (arch == "batchtopk"), "explained_variance": 0.5 + k / 100, "dataset": "d",
                          "grid_test_macro_f1": 0.7 + k / 1000, "ksparse_test_macro_f1": 0.6 if arch == "topk" else None})
     df = pl.DataFrame([{c: r.get(c) for c in SAES_SCHEMA} for r in rows], schema=SAES_SCHEMA, orient="row")

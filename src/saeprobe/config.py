@@ -72,6 +72,12 @@ def _tag(value: float) -> str:
     return text.replace(".", "p")
 
 
+def sweep_suffix(width: int, sparsity_key: str, value: float) -> str:
+    """What :func:`expand_sae_sweeps` appends to an entry's name for one SAE of its sweep:
+    ``_w<width>_<k|l0c|l1c><value>`` (``sparsity_key``: ``k``, ``l0_coefficient`` or ``l1_coefficient``)."""
+    return f"_w{width}_{SPARSITY_TAG[sparsity_key]}{_tag(value)}"
+
+
 def expand_sae_sweeps(config: dict[str, Any]) -> None:
     """Expand each ``saes.<name>`` entry whose ``train.width`` or sparsity key is a list into one entry per
     combination, named ``<name>_w<width>_<k|l0c|l1c><value>`` (e.g. ``minilm_batchtopk_w2048_k32``,
@@ -103,7 +109,7 @@ def expand_sae_sweeps(config: dict[str, Any]) -> None:
         values = train[sparsity] if isinstance(train[sparsity], list) else [train[sparsity]]
         for width in widths:
             for value in values:
-                generated = f"{name}_w{width}_{SPARSITY_TAG[sparsity]}{_tag(value)}"
+                generated = name + sweep_suffix(width, sparsity, value)
                 if generated in config["saes"] or generated in out:
                     problems.append(f"'saes.{name}': the sweep's SAE '{generated}' is also an entry of saes; rename one")
                     continue

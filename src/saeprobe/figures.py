@@ -40,9 +40,13 @@ from typing import Any
 import matplotlib
 import numpy as np
 import polars as pl
+from matplotlib import ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from saeprobe.config import SPARSITY_TAG, sweep_suffix
 from saeprobe.io import atomic_path
 
 matplotlib.use("Agg")
@@ -195,15 +199,36 @@ def _f1_panel(ax: Any, title: str, xlabel: str, values: Sequence[float]) -> None
     ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad) if hi + pad < 1 else 1.005)
 
 
-def _legend_below(fig: Figure, axes: list[Any]) -> None:
-    """One legend for the whole figure, below the panels, from the union of the axes' handles."""
+def _legend_below(fig: Figure, axes: list[Any], extra: Sequence[Any] = ()) -> None:
+    """One legend for the whole figure, below the panels, from the union of the axes' handles
+    (then the labelled ``extra`` handles, e.g. a key to line styles).
+
+    The legend is fitted to the figure, never cut at its edges: at most 4 columns, fewer while it
+    is wider than the figure, and a figure still too narrow for one column is widened. The
+    figure grows by the legend's rows beyond the first, so the panels keep their height.
+    """
     seen: dict[str, Any] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(label, handle)
-    if seen:
-        fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
-                   ncols=min(4, len(seen)), frameon=False)
+    for handle in extra:
+        seen.setdefault(handle.get_label(), handle)
+    if not seen:
+        return
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    room = 0.97 * fig.bbox.width
+    for ncols in range(min(4, len(seen)), 0, -1):
+        legend = fig.legend(list(seen.values()), list(seen.keys()), loc="outside lower center", ncols=ncols,
+                            frameon=False)
+        extent = legend.get_window_extent(renderer)
+        if extent.width <= room or ncols == 1:
+            break
+        legend.remove()
+    if extent.width > room:
+        fig.set_figwidth((extent.width / 0.97 + 1) / fig.dpi)
+    rows = math.ceil(len(seen) / ncols)
+    fig.set_figheight(fig.get_figheight() + extent.height / fig.dpi * (rows - 1) / rows)
 
 
 def _yerr(df: pl.DataFrame, column: str = "test_macro_f1") -> np.ndarray | None:
@@ -673,23 +698,56 @@ def binarize_vs_ksparse(versus: pl.DataFrame) -> Figure:
 # --------------------------------------------------------------------------- which SAE probes best
 
 
-def _arch_width_label(row: dict[str, Any]) -> str:
-    """``<model> <architecture> <width>``, plus `` L<layer>`` when the row carries a layer."""
+def sae_entry(row: dict[str, Any]) -> str:
+    """The ``saes`` entry of the configuration that a ``tables/saes`` row's SAE comes from.
+
+    A sweep entry expands into SAEs named ``<entry>_w<width>_<k|l0c|l1c><value>``
+    (:func:`saeprobe.config.expand_sae_sweeps`, DESIGN §5): that suffix is removed when it is the
+    one the row's own ``width``, ``sparsity_key`` and ``sparsity`` give. Any other name (an
+    entry without lists, a pretrained SAE) is its own entry.
+    """
+    name, key, value, width = row["sae"], row.get("sparsity_key"), row.get("sparsity"), row.get("width")
+    if key in SPARSITY_TAG and value is not None and width is not None:
+        suffix = sweep_suffix(int(width), key, value)
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+LINE_KEYS = ["model", "entry", "architecture", "width", "layer"]  # one line of the SAE figures: a sparsity sweep
+
+
+def _sae_line_label(row: dict[str, Any]) -> str:
+    """``<entry> (<model> L<layer>, <architecture> <width>)`` (no layer part when the row has none)."""
     layer = f" L{row['layer']}" if row.get("layer") is not None else ""
-    return f"{row['model']} {row['architecture']} {width_label(row['width'])}{layer}"
+    return f"{row['entry']} ({row['model']}{layer}, {row['architecture']} {width_label(row['width'])})"
+
+
+def _with_entry(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with the column ``entry`` (:func:`sae_entry`)."""
+    return df.with_columns(entry=pl.Series([sae_entry(r) for r in df.iter_rows(named=True)], dtype=pl.String))
+
+
+def _l0_axis(ax: Any) -> None:
+    """Log-scaled L0 axis with plain numbers (16, 20, 30) rather than 2 × 10¹."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.LogFormatter())
+    ax.xaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
 
 
 def _frontier_lines(ax: Any, df: pl.DataFrame, y: str, colors: dict[str, Any], marker: str, style: str,
-                    suffix: str = "") -> None:
-    """One line per (model, architecture, width, layer) of ``y`` against L0 (its sparsities, sorted by
-    L0), with the bootstrap interval of each point (``<y>_lo`` / ``_hi``) as an error bar."""
-    keys = ["model", "architecture", "width", "layer"]
-    for values, line in df.sort("l0").group_by(keys, maintain_order=True):
+                    legend: bool = True) -> None:
+    """One line per SAE sweep (:data:`LINE_KEYS`: a configuration entry's SAEs of one width, at one
+    layer) of ``y`` against L0, through its sparsities sorted by L0, with the bootstrap interval of
+    each point (``<y>_lo`` / ``_hi``) as an error bar. ``df`` needs the ``entry`` column
+    (:func:`_with_entry`); ``legend``: label the lines for the legend."""
+    for values, line in df.sort([*LINE_KEYS, "l0"], nulls_last=True).group_by(LINE_KEYS, maintain_order=True):
         line = line.filter(pl.col(y).is_not_null() & pl.col("l0").is_not_null())
         if line.is_empty():
             continue
-        label = _arch_width_label(dict(zip(keys, values, strict=True)))
-        ax.plot(line["l0"], line[y], marker=marker, linestyle=style, color=colors[label], label=label + suffix)
+        label = _sae_line_label(dict(zip(LINE_KEYS, values, strict=True)))
+        ax.plot(line["l0"], line[y], marker=marker, linestyle=style, color=colors[label],
+                label=label if legend else "_nolegend_")
         _errorbars(ax, line["l0"], line, colors[label], column=y)
 
 
@@ -697,28 +755,34 @@ def _frontier_lines(ax: Any, df: pl.DataFrame, y: str, colors: dict[str, Any], m
 def sae_frontier(saes: pl.DataFrame) -> Figure:
     """Probe test macro F1 against held-out L0, one panel per dataset: the sparsity-quality frontier.
 
-    One line per (model, architecture, width, layer) through its SAEs (sparsities) sorted by
-    L0: solid = the all-feature grid probe, dashed = the k-sparse probe, each the CV-best over
-    poolings / binarizations (rankings / k). SAEBench (Karvonen et al. 2025) recommends
-    comparing SAEs at matched L0, as most metrics move with sparsity.
+    One line per SAE sweep — the SAEs of one configuration entry (:func:`sae_entry`), width and
+    layer — through its sparsities sorted by L0: solid = the all-feature grid probe, dashed = the
+    k-sparse probe, each the CV-best over poolings / binarizations (rankings / k). Two entries
+    of the same architecture, width and layer (another training set, another setting) are two
+    lines. SAEBench (Karvonen et al. 2025) recommends comparing SAEs at matched L0, as most
+    metrics move with sparsity.
     """
     title = "Which SAE probes best: test macro F1 against L0 (solid: all features; dashed: k-sparse)"
     df = saes.filter(pl.col("dataset").is_not_null() & pl.col("grid_test_macro_f1").is_not_null())
     if df.is_empty():
         return _empty(title, "no SAE probes in saes.parquet")
+    df = _with_entry(df)
     datasets = df["dataset"].unique(maintain_order=True).to_list()
-    labels = sorted({_arch_width_label(r) for r in df.iter_rows(named=True)})
+    labels = sorted({_sae_line_label(r) for r in df.iter_rows(named=True)})
     colors = _color_map(labels)
     fig, axes = _figure(len(datasets))
     for ax, ds in zip(axes, datasets, strict=True):
         sub = df.filter(pl.col("dataset") == ds)
         _frontier_lines(ax, sub, "grid_test_macro_f1", colors, "o", "-")
-        _frontier_lines(ax, sub, "ksparse_test_macro_f1", colors, "s", "--", " (k-sparse)")
-        ax.set_xscale("log")
+        _frontier_lines(ax, sub, "ksparse_test_macro_f1", colors, "s", "--", legend=False)
+        _l0_axis(ax)
         columns = [f"{c}{end}" for c in ("grid_test_macro_f1", "ksparse_test_macro_f1") for end in ("", "_lo", "_hi")]
         values = [v for c in columns if c in sub.columns for v in sub[c].drop_nulls().to_list()]
         _f1_panel(ax, ds, "L0 on held-out documents (log scale)", values)
-    _legend_below(fig, axes)
+    styles = [Line2D([], [], color="black", marker="o", linestyle="-", label="all-feature probe")]
+    if df["ksparse_test_macro_f1"].drop_nulls().len():
+        styles.append(Line2D([], [], color="black", marker="s", linestyle="--", label="k-sparse probe"))
+    _legend_below(fig, axes, styles)
     _suptitle(fig, title)
     return fig
 
@@ -726,19 +790,21 @@ def sae_frontier(saes: pl.DataFrame) -> Figure:
 @_styled
 def sae_reconstruction(saes: pl.DataFrame) -> Figure:
     """Explained variance (left) and, for causal LMs, loss recovered (right) against held-out L0,
-    one line per (model, architecture, width, layer) through its sparsities."""
+    one line per SAE sweep (configuration entry, width and layer, as in :func:`sae_frontier`)
+    through its sparsities."""
     title = "SAE reconstruction against sparsity (held-out documents)"
     df = saes.unique(["sae", "layer"], maintain_order=True).filter(pl.col("l0").is_not_null())
     if df.is_empty():
         return _empty(title, "no SAE quality rows in saes.parquet")
-    labels = sorted({_arch_width_label(r) for r in df.iter_rows(named=True)})
+    df = _with_entry(df)
+    labels = sorted({_sae_line_label(r) for r in df.iter_rows(named=True)})
     colors = _color_map(labels)
     has_loss = df["loss_recovered"].drop_nulls().len() > 0
     fig, axes = _figure(2 if has_loss else 1)
     panels = [("explained_variance", "explained variance")] + ([("loss_recovered", "loss recovered")] if has_loss else [])
     for ax, (column, name) in zip(axes, panels, strict=True):
         _frontier_lines(ax, df, column, colors, "o", "-")
-        ax.set_xscale("log")
+        _l0_axis(ax)
         ax.set_xlabel("L0 (log scale)")
         ax.set_ylabel(name)
         ax.set_title(name)
