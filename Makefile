@@ -59,9 +59,18 @@ run: $(BIN)/.installed
 	$(BIN)/snakemake --cores all
 	$(BIN)/snakemake --report results/report.html
 
-# Figures, tables and top features with captions, as one self-contained HTML file (needs a finished run).
+# Figures, tables and top features with captions, as one self-contained HTML file. It needs a
+# finished run: when a dry run still plans jobs (none run yet, or the config changed since), it
+# says so in one line instead of Snakemake's warnings about every missing file.
+SNAKEMAKE ?= $(BIN)/snakemake
 report: $(BIN)/.installed
-	$(BIN)/snakemake --report results/report.html
+	@plan=$$($(SNAKEMAKE) -n --quiet rules 2>&1) || { printf '%s\n' "$$plan"; exit 1; }; \
+	todo=$$(printf '%s\n' "$$plan" | awk '$$1 == "total" {print $$2; exit}'); \
+	if [ -n "$$todo" ]; then \
+	  echo "saeprobe: no finished run to report on ($$todo jobs still to run; snakemake -n lists them): run \`make run\` first"; \
+	  exit 1; \
+	fi
+	$(SNAKEMAKE) --report results/report.html
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

@@ -3,6 +3,7 @@
 #      -> fit_probe -> tables; pool also reads activations (hidden-state baseline);
 #      prepare_dataset -> fit_tfidf (bag-of-words baseline). See docs/DESIGN.md and README.md.
 # Paths: saeprobe.layout; what runs (cells, units, targets): saeprobe.grid, via get_final_output().
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -10,6 +11,7 @@ from snakemake.utils import min_version
 
 import saeprobe.config as sc
 from saeprobe.errors import ConfigError
+from saeprobe.io import RUN_OPTIONS_ENV, run_options
 from saeprobe.offline import set_offline
 
 min_version("9.0")
@@ -34,10 +36,28 @@ if not workflow.config_settings.configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# The main process also checks that every local file the config names exists, relative paths
+# under the working directory (--directory): a missing dataset or SAE path would otherwise let
+# Snakemake keep the tables of a previous run ("Nothing to be done"). Jobs re-reading this file
+# (a cluster job, a subprocess) skip that check.
 try:
-    sc.validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+    sc.validate(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
+                directory=Path.cwd() if workflow.is_main_process else None)
 except ConfigError as exc:
     raise WorkflowError(f"saeprobe: {exc}") from None
+
+# The options of this run (--configfile, --config, --directory, --snakefile) for the rebuild hint
+# of a damaged cached file (saeprobe.io.rebuild_command): set in the main process, inherited by
+# every job (under SLURM too: sbatch exports the environment); a job re-reading this file keeps it.
+if workflow.is_main_process or RUN_OPTIONS_ENV not in os.environ:
+    _moved = workflow.overwrite_workdir is not None  # --directory: where the command is typed is unknown
+    _snakefile = Path(workflow.main_snakefile).resolve()
+    os.environ[RUN_OPTIONS_ENV] = run_options(
+        configfiles=workflow.config_settings.configfiles,
+        config_args=workflow.config_settings.config_args or [],
+        directory=Path.cwd() if _moved else None,
+        snakefile=_snakefile if _moved or _snakefile != (Path.cwd() / "Snakefile").resolve() else None,
+    )
 set_offline(config["offline"])
 
 # GPU rules ask a scheduler for one GPU when the config says `device: cuda` (or cuda:N); such a job

@@ -109,7 +109,7 @@ def test_class_with_one_train_example_in_source_splits(tmp_path):
                           "split": ["train"] * 5 + ["test"] * 4})
     with pytest.raises(DataError) as err:
         data.prepare({"path": write_parquet(tmp_path, frame)}, "d", seed=0)
-    assert "classes with fewer than 2 train examples: 'c' (1 in train, 3 in all)" in str(err.value)
+    assert "1 of 3 classes have fewer than 2 train examples: 'c' (1 in train, 3 in all)" in str(err.value)
 
 
 def test_too_few_rows_for_a_stratified_split(tmp_path):
@@ -308,7 +308,7 @@ def test_cli_config_typo_reaches_the_terminal(tmp_path):
 @pytest.mark.workflow
 def test_cli_non_utf8_dataset_reaches_terminal_and_log_without_traceback(tmp_path):
     (tmp_path / "latin1.csv").write_bytes("text,label\nfine,0\ncaf\u00e9,1\n".encode("latin-1"))
-    cfg = {"datasets": {"bad": {"path": str(tmp_path / "latin1.csv")}}, "models": {"m": {"path": "m", "layers": [0]}}}
+    cfg = {"datasets": {"bad": {"path": str(tmp_path / "latin1.csv")}}, "models": {"m": {"path": str(tmp_path), "layers": [0]}}}
     out = _cli(tmp_path, cfg, "results/data/bad.parquet")
     expected = "is not valid UTF-8: row 1, column 'text'"
     assert f"saeprobe: dataset 'bad': {tmp_path / 'latin1.csv'} {expected}" in out  # the job's own stderr line
@@ -328,3 +328,27 @@ def test_cli_layer_beyond_depth_stops_extraction_with_the_key(tmp_path, tiny_lla
     log = (tmp_path / "results" / "logs" / "extract_activations" / "tiny" / "d.log").read_text()
     assert "has 4 blocks, so layers run from 0 to 3" in log and "Traceback" not in log
     assert not (tmp_path / "results" / "activations" / "tiny" / "d.zarr").exists()
+
+
+def test_make_report_before_any_run_says_run_make_run_first(tmp_path):
+    """`make report` with nothing run printed ~20 warnings and a missing-figure error; now one line."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, SNAKEFILE, config_workdir, load_test_config
+
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    workdir = config_workdir(tmp_path)
+    configfile = write_config(workdir, load_test_config("minimal"))
+    snake = f"{sys.executable} -m snakemake --snakefile {SNAKEFILE} --directory {workdir} --configfile {configfile}"
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT), "-o", ".venv/bin/.installed", "report", f"SNAKEMAKE={snake}"],
+                          capture_output=True, text=True, timeout=600)
+    out = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode != 0
+    lines = [line for line in out.splitlines() if not line.startswith("make")]
+    assert len(lines) == 1, out[-3000:]
+    assert lines[0].startswith("saeprobe: no finished run to report on (") and lines[0].endswith("run `make run` first")
+    assert int(lines[0].split("(")[1].split()[0]) > 10  # the minimal run's jobs, none done
+    assert not (workdir / "results").exists()

@@ -211,3 +211,45 @@ def test_truncated_transfer_cell_and_table_parquet(tmp_path):
         with pytest.raises(CacheError) as err:
             read()
         assert_names(err, path)
+
+
+# --------------------------------------------------------------------------- the hint reproduces the run (issue 21 T15)
+
+
+def test_rebuild_hint_carries_the_run_options(tmp_path, monkeypatch):
+    from saeprobe.io import RUN_OPTIONS_ENV, damaged, rebuild_command, run_options
+
+    monkeypatch.delenv(RUN_OPTIONS_ENV, raising=False)
+    assert rebuild_command("results/x.npz") == "snakemake --forcerun results/x.npz"  # outside a run: nothing to add
+    options = run_options(configfiles=[tmp_path / "my run.yaml"], config_args=["seed=1"], directory=tmp_path)
+    assert options == f"--directory {tmp_path} --configfile '{tmp_path / 'my run.yaml'}' --config seed=1"
+    monkeypatch.setenv(RUN_OPTIONS_ENV, options)
+    message = str(damaged(tmp_path / "x.npz", ValueError("bad"), rebuild="results/x.npz"))
+    assert f"rebuild it with: snakemake --forcerun results/x.npz {options}  (or delete it" in message
+
+
+@pytest.mark.workflow
+def test_damaged_cache_under_a_configfile_run_prints_that_configfile(tmp_path):
+    """`snakemake --forcerun <path>` typed without the run's --configfile loads the default config: the hint a job
+    prints names the --configfile (and --directory, --snakefile) the run was started with."""
+    from saeprobe import layout
+    from tests.helpers import STORIES, alternating_frame, snakemake, write_config
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    alternating_frame(20).write_parquet(workdir / "d.parquet")
+    configfile = write_config(tmp_path, {"device": "cpu", "datasets": {"d": {"path": "d.parquet", "split_column": None}},
+                                         "models": {"stories": {"path": str(STORIES), "layers": [1]}}}, "my run.yaml")
+    prepared = workdir / layout.path(layout.DATA, dataset="d")  # newer than its source: prepare_dataset does not rerun
+    prepared.parent.mkdir(parents=True)
+    prepared.write_bytes(b"PAR1 not a parquet file")
+    tokens = layout.path(layout.TOKENS, model="stories", dataset="d")
+    proc = snakemake(workdir, tokens, configfile=configfile, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"saeprobe: {layout.path(layout.DATA, dataset='d')}: damaged or incomplete cached file" in out, out[-3000:]
+    hint = f"--forcerun {layout.path(layout.DATA, dataset='d')} "
+    assert hint in out
+    options = out.split(hint, 1)[1].split("  (or delete")[0]
+    assert f"--configfile '{configfile}'" in options and f"--directory {workdir}" in options
+    assert "--snakefile " in options

@@ -230,3 +230,48 @@ def test_source_splits_are_not_redrawn(tmp_path, caplog):
         splits = data.redraw_splits(spec, "trec", prepared, [3])
     assert splits[data.split_column(3)].to_list() == prepared["split"].to_list()
     assert "comes from the source" in caplog.text
+
+
+# --------------------------------------------------------------------------- labels that are not classes (issue 21 T8)
+
+
+def test_fractional_numeric_labels_look_continuous(tmp_path):
+    values = [round(0.1 * i, 1) for i in range(11)]  # 0.0, 0.1 ... 1.0: a score, not 11 classes
+    frame = pl.DataFrame({"text": [f"t{i}" for i in range(220)], "label": [values[i % 11] for i in range(220)]})
+    with pytest.raises(DataError) as err:
+        data.prepare({"path": write_parquet(tmp_path, frame), "split_column": None}, "d", seed=0)
+    msg = str(err.value)
+    assert "column 'label' looks like a continuous variable, not class labels: 11 distinct numbers" in msg
+    assert "(0, 0.1, 0.2, 0.3, 0.4 and 6 more), 9 of them not whole numbers" in msg
+    assert "bin the values into classes" in msg and "\n" not in msg
+
+
+def test_many_whole_number_labels_with_few_rows_each_look_continuous(tmp_path):
+    labels = [i // 2 for i in range(522)]  # 261 values, 2 rows each (e.g. a count or an id)
+    frame = pl.DataFrame({"text": [f"t{i}" for i in range(522)], "label": labels})
+    with pytest.raises(DataError) as err:
+        data.prepare({"path": write_parquet(tmp_path, frame), "split_column": None}, "d", seed=0)
+    msg = str(err.value)
+    assert "261 distinct numbers (0, 1, 2, 3, 4 and 256 more), a median of 2 rows per value" in msg
+    assert "'260'" not in msg and ", 260" not in msg  # the classes are counted, not listed
+
+
+def test_many_named_classes_error_names_a_few_and_counts_the_rest(tmp_path):
+    labels = [f"name{i // 2}" for i in range(522)]  # 261 named classes of 2 rows: a split cannot keep 2 in train
+    frame = pl.DataFrame({"text": [f"t{i}" for i in range(522)], "label": labels})
+    with pytest.raises(DataError) as err:
+        data.prepare({"path": write_parquet(tmp_path, frame), "split_column": None}, "d", seed=0)
+    msg = str(err.value)
+    assert "261 of 261 classes have fewer than 3 examples" in msg and "and 256 more" in msg
+    assert "261 classes of a median 2 rows each in 522 rows: is 'label' the column of class labels?" in msg
+    assert len(msg) < 800 and "name260" not in msg
+
+
+def test_class_codes_and_ratings_are_classes(tmp_path):
+    """Below the thresholds: 10 whole-number ratings with many rows each, 50 integer codes (TREC's label_fine has 50),
+    and fractional codes written as names."""
+    n = 600
+    for labels in ([1 + i % 10 for i in range(n)], [i % 50 for i in range(n)], [f"c0.{i % 11}" for i in range(n)]):
+        frame = pl.DataFrame({"text": [f"t{i}" for i in range(n)], "label": labels})
+        _, names, _ = data.prepare({"path": write_parquet(tmp_path, frame), "split_column": None}, "d", seed=0)
+        assert len(names) == len(set(labels))

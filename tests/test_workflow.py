@@ -185,7 +185,7 @@ def test_bad_config_stops_with_the_key_named(tmp_path):
 def test_dataset_without_label_column_fails_clearly(tmp_path):
     pl.DataFrame({"text": ["a", "b"], "category": [0, 1]}).write_parquet(tmp_path / "bad.parquet")
     write_config(tmp_path, {"datasets": {"bad": {"path": str(tmp_path / "bad.parquet")}},
-                            "models": {"m": {"path": "m", "layers": [0]}}})
+                            "models": {"m": {"path": str(tmp_path), "layers": [0]}}})
     proc = snakemake(tmp_path, "results/data/bad.parquet", check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr

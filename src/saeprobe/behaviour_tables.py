@@ -16,6 +16,7 @@ import polars as pl
 from saeprobe import data, tables
 from saeprobe.behaviour_data import META_KEY, read_meta
 from saeprobe.errors import CacheError
+from saeprobe.io import rebuild_command
 
 TABLE_COLUMNS = [
     "dataset", "scorer_model", "scorer_accuracy", "n_items", "majority_rate", "majority_rate_test", "n_test", "probe_model",
@@ -39,7 +40,7 @@ def dataset_stats(name: str, scored: str | Path, prepared: str | Path) -> dict[s
     meta = read_meta(scored)
     if not meta:
         raise CacheError(f"{scored}: no '{META_KEY.decode()}' metadata (not written by score_behaviour); rebuild it "
-                         f"with: snakemake --forcerun {scored}")
+                         f"with: {rebuild_command(scored)}")
     df, _ = data.read(prepared)
     test = df.filter(pl.col("split") == "test")
     counts = test["label_name"].value_counts()["count"] if test.height else pl.Series([0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import math
 import re
 import sys
 from pathlib import Path
@@ -198,8 +199,116 @@ def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with a top-level ``$ref`` followed (``#/definitions/...``)."""
+    while "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+_TYPE_WORDS = {"integer": ("an integer", "integers"), "number": ("a number", "numbers"), "string": ("a string", "strings"),
+               "boolean": ("true or false", "true/false values"), "null": ("null", "nulls"),
+               "array": ("a list", "lists"), "object": ("a mapping of keys", "mappings")}
+
+
+def _expected(schema: dict[str, Any], root: dict[str, Any], plural: bool = False) -> str:
+    """What ``schema`` accepts, in words: ``an integer >= 1``, ``a list of distinct numbers > 0``,
+    ``one of mean, max``, ``the key path`` (a branch that only requires keys)."""
+    schema = _resolve(schema, root)
+    for combinator in ("oneOf", "anyOf"):
+        if combinator in schema:
+            return " or ".join(_expected(s, root, plural) for s in schema[combinator])
+    if "enum" in schema:
+        return ("any of " if plural else "one of ") + ", ".join(
+            "null" if v is None else str(v) for v in schema["enum"])
+    if "const" in schema:
+        return repr(schema["const"])
+    types = schema.get("type")
+    if types is None:
+        if "required" in schema:
+            return "the key" + ("s " if len(schema["required"]) > 1 else " ") + " + ".join(schema["required"])
+        return "anything"
+    phrases = []
+    for t in types if isinstance(types, list) else [types]:
+        words = _TYPE_WORDS.get(t, (t, t))[1 if plural else 0]
+        if t in ("integer", "number"):
+            bounds = [f"{op} {schema[key]}" for key, op in (("minimum", ">="), ("exclusiveMinimum", ">"),
+                                                            ("maximum", "<="), ("exclusiveMaximum", "<"))
+                      if key in schema]
+            words = " ".join([words, " and ".join(bounds)]) if bounds else words
+        elif t == "string" and "pattern" in schema:
+            words += f" matching {schema['pattern']}"
+        elif t == "array":
+            items = schema.get("items")
+            if isinstance(items, dict):
+                words += " of " + ("distinct " if schema.get("uniqueItems") else "") + _expected(items, root, True)
+            if schema.get("minItems", 0) > 1:
+                words += f" (at least {schema['minItems']})"
+            elif schema.get("minItems") == 1:
+                words = words.replace("a list", "a non-empty list", 1) if not plural else words
+        phrases.append(words)
+    return " or ".join(phrases)
+
+
+def _given(instance: Any) -> str:
+    """A config value as the user wrote it, with its YAML type where the type is the problem."""
+    if isinstance(instance, str):
+        hint = ": write a number without quotes" if _is_number_text(instance) else ""
+        return f"'{instance}' (a string{hint})"
+    if isinstance(instance, bool):
+        return str(instance).lower()
+    if instance is None:
+        return "null"
+    if isinstance(instance, list):
+        shown = "[" + ", ".join(repr(v) if isinstance(v, str) else str(v) for v in instance) + "]"
+        same = _equal_items(instance)
+        return shown + (f" ({same[0]} and {same[1]} are the same value)" if same else "")
+    if isinstance(instance, dict):
+        return "a mapping of keys"
+    return str(instance)
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _equal_items(items: list[Any]) -> tuple[str, str] | None:
+    """The first two items of ``items`` that JSON Schema counts as one value (``4`` and ``4.0``)."""
+    for i, a in enumerate(items):
+        for b in items[i + 1:]:
+            if a == b and type(a) is not bool and type(b) is not bool:
+                return str(a), str(b)
+    return None
+
+
+def _describe_property_name(error: jsonschema.ValidationError, where: str) -> str:
+    """A section's entry name (``saes.<name>``, ``datasets.<name>``) that the schema refuses."""
+    name = error.instance
+    key = f"{where}.{name}"
+    if error.validator == "not":
+        reserved = error.validator_value.get("enum", [])
+        why = error.schema.get("description") or error.validator_value.get("description")
+        return (f"'{key}': the name '{name}' is reserved ({', '.join(map(str, reserved))} are taken"
+                f"{': ' + why.rstrip('.') if why else ''}); give the entry another name")
+    if error.validator == "pattern":
+        return (f"'{key}': the name '{name}' cannot be used: names become parts of file names, so they start with a "
+                "letter or digit and hold only letters, digits, '_' and '-'")
+    return f"'{key}': {error.message}"
+
+
+def _describe(error: jsonschema.ValidationError, root: dict[str, Any] | None = None) -> str:
+    """One line for one schema violation: the key, what is allowed and what was given."""
+    root = root or _schema()
     where = _key(error.absolute_path)
+    if "propertyNames" in error.schema_path:
+        return _describe_property_name(error, where)
     if error.validator == "additionalProperties":
         allowed = set(error.schema.get("properties", {}))
         unknown = sorted(k for k in error.instance if k not in allowed)
@@ -211,27 +320,43 @@ def _describe(error: jsonschema.ValidationError) -> str:
             return f" — did you mean '{close[0]}'?" if close else ""
 
         return "; ".join(f"unknown key '{prefix}{k}'{guess(k)}{hint}" for k in unknown)
-    if error.validator == "oneOf":
-        options = [" + ".join(s.get("required", [])) for s in error.validator_value]
-        return f"'{where}' needs exactly one of: {' | '.join(options)}"
+    if error.validator in ("oneOf", "anyOf"):
+        branches = [_resolve(s, root) for s in error.validator_value]
+        if all(set(s) <= {"required", "description"} and s.get("required") for s in branches):
+            options = [" + ".join(s["required"]) for s in branches]
+            many = "exactly one" if error.validator == "oneOf" else "at least one"
+            if not isinstance(error.instance, dict):
+                return f"'{where}': expected a mapping of keys with {many} of: {' | '.join(options)}; got {_given(error.instance)}"
+            named = sorted({k for s in branches for k in s["required"]} & set(error.instance))
+            has = f" (it has {', '.join(named)})" if named else " (it has none of them)"
+            return f"'{where}' needs {many} of: {' | '.join(options)}{has}"
+        return f"'{where}': expected {_expected(error.schema, root)}; got {_given(error.instance)}"
     if error.validator == "required":
         return f"'{where}' is missing the required key: {error.message.split(' is a')[0]}"
     return f"'{where}': {error.message}"
 
 
-def validate(config: dict[str, Any], schema_path: str | Path | None = None) -> dict[str, Any]:
+def validate(config: dict[str, Any], schema_path: str | Path | None = None, *,
+             directory: str | Path | None = None) -> dict[str, Any]:
     """Validate ``config`` in place against the schema, fill defaults, check consistency.
 
+    Args:
+        config: the loaded YAML (a mapping); filled in place.
+        schema_path: the schema (default :data:`SCHEMA_PATH`).
+        directory: the directory the run reads its relative paths from (snakemake's working
+            directory). Given, every local file or folder the config names must exist there
+            (:func:`check_paths`); None (library callers, tests) checks no file.
     Returns:
         The same dict, with defaults filled in.
     Raises:
-        ConfigError: listing every invalid key with what was expected.
+        ConfigError: listing every invalid key with what was expected (and, with ``directory``,
+            every configured path that does not exist).
     """
     schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = [_describe(e) for e in errors]
+        lines = [_describe(e, schema) for e in errors]
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
     _fill_defaults(config, schema, schema)
     expand_sae_sweeps(config)
@@ -239,6 +364,8 @@ def validate(config: dict[str, Any], schema_path: str | Path | None = None) -> d
     _add_behaviour_datasets(config, schema)
     _check_consistency(config)
     _check_file_names(config)
+    if directory is not None:
+        check_paths(config, directory)
     return config
 
 
@@ -296,6 +423,11 @@ def _train_problems(name: str, train: dict[str, Any], config: dict[str, Any]) ->
         if ds not in config["datasets"]:
             problems.append(f"'{key}.datasets': unknown dataset '{ds}'")
     arch, width = train["architecture"], train["width"]
+    if train["training_tokens"] < train["batch_size"]:
+        problems.append(f"'{key}.training_tokens': {train['training_tokens']} is less than one batch (batch_size "
+                        f"{train['batch_size']}): training runs training_tokens // batch_size whole batches, so it "
+                        f"would train no full step; raise training_tokens to at least {train['batch_size']} or lower "
+                        "batch_size")
     if arch in ("topk", "batchtopk", "matryoshka_batchtopk"):
         if train["k"] > width:
             problems.append(f"'{key}.k': a {arch} SAE keeps k of its width latents per token, so k must be "
@@ -313,6 +445,29 @@ def _train_problems(name: str, train: dict[str, Any], config: dict[str, Any]) ->
     elif "matryoshka_widths" in train:
         problems.append(f"'{key}.matryoshka_widths': only for architecture matryoshka_batchtopk (this one is {arch})")
     return problems
+
+
+# A percentile interval's ends are order statistics of the resamples: each tail of a `level`
+# interval holds resamples x (1 - level) / 2 of them, and with fewer than this many the end is
+# one or two extreme resamples (B = 1 gives a zero-width interval that can miss its own estimate).
+MIN_TAIL_RESAMPLES = 5
+
+
+def min_resamples(level: float) -> int:
+    """The fewest bootstrap resamples that leave :data:`MIN_TAIL_RESAMPLES` in each tail of a
+    two-sided ``level`` percentile interval: 200 at 0.95, 100 at 0.9, 1000 at 0.99."""
+    return math.ceil(round(2 * MIN_TAIL_RESAMPLES / (1 - level), 9))
+
+
+def _bootstrap_problems(bootstrap: dict[str, Any]) -> list[str]:
+    resamples, level = bootstrap["resamples"], bootstrap["level"]
+    need = min_resamples(level)
+    if resamples >= need:
+        return []
+    tail = resamples * (1 - level) / 2
+    return [f"'bootstrap.resamples': {resamples} resamples leave {tail:g} in each {(1 - level) / 2:.3g} tail of a "
+            f"{level:g} percentile interval; its ends need at least {MIN_TAIL_RESAMPLES} resamples per tail, so "
+            f"resamples must be at least {need} at level {level:g}"]
 
 
 def _check_consistency(config: dict[str, Any]) -> None:
@@ -335,6 +490,11 @@ def _check_consistency(config: dict[str, Any]) -> None:
             elif model not in _dataset_models(config, ds):
                 problems.append(f"'saes.{name}.datasets': dataset '{ds}' is not processed by the SAE's model '{model}'")
         problems += _train_problems(name, sae.get("train", {}), config)
+        if "path" in sae:
+            try:
+                sae_path(sae, 0)
+            except ConfigError as exc:
+                problems.append(f"'saes.{name}.path': {exc}")
     for name, spec in config["datasets"].items():
         kind = spec["kind"]
         if "sklearn" in spec and kind != "image":
@@ -353,6 +513,10 @@ def _check_consistency(config: dict[str, Any]) -> None:
             problems.append(f"'behaviour.{name}.model': unknown model '{spec['model']}' (models: {', '.join(models)})")
         elif models[spec["model"]]["kind"] != "text":
             problems.append(f"'behaviour.{name}.model': '{spec['model']}' is not a text model")
+    for ds in config["sae_quality"]["loss_datasets"] or []:
+        if ds not in config["datasets"]:
+            problems.append(f"'sae_quality.loss_datasets': unknown dataset '{ds}' (datasets: {', '.join(config['datasets'])})")
+    problems += _bootstrap_problems(config["bootstrap"])
     for stage in ("transfer", "sweep", "ksparse", "baselines"):
         for ds in config[stage]["datasets"]:
             if ds not in config["datasets"]:
@@ -411,18 +575,109 @@ def _check_file_names(config: dict[str, Any]) -> None:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(sorted(set(problems))))
 
 
+# --------------------------------------------------------------------------- local files
+
+
+def sae_path(spec: dict[str, Any], layer: int) -> str:
+    """The local folder of a ``saes.<name>`` entry with ``path`` at ``layer`` (``{layer}`` filled in).
+
+    Raises:
+        ConfigError: the path holds a placeholder other than ``{layer}`` (or a stray brace).
+    """
+    try:
+        return str(spec["path"]).format(layer=layer)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"'{spec['path']}' cannot be filled in ({type(exc).__name__}: {exc}); {{layer}} is the only "
+                          "placeholder (double a brace that is part of the name: {{ }})") from None
+
+
+def local_paths(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, path) for every local file or folder a validated config reads, as written (relative
+    paths are relative to the run's working directory), in config order, each once:
+    ``datasets.<d>.path``, ``models.<m>.path``, ``models.<m>.random.tokenizer``,
+    ``saes.<s>.path`` once per layer of the SAE (``{layer}`` filled in; key
+    ``saes.<s>.path (layer L)``) and ``behaviour.<b>.path``. Hub ids, packages, scikit-learn sets
+    and SAELens releases are not files; the dataset a behaviour entry becomes is written by the
+    workflow, so it is not listed.
+    """
+    from saeprobe.grid import sae_layers
+
+    out: list[tuple[str, str]] = []
+    for name, spec in config["datasets"].items():
+        if "path" in spec and not (name in config["behaviour"] and spec["path"] == behaviour_path(name)):
+            out.append((f"datasets.{name}.path", spec["path"]))
+    for name, spec in config["models"].items():
+        if "path" in spec:
+            out.append((f"models.{name}.path", spec["path"]))
+        if spec.get("random", {}).get("tokenizer"):
+            out.append((f"models.{name}.random.tokenizer", spec["random"]["tokenizer"]))
+    for name, spec in config["saes"].items():
+        if "path" not in spec:
+            continue
+        layers = sae_layers(config, name)
+        folders = {layer: sae_path(spec, layer) for layer in layers}
+        templated = len(set(folders.values())) > 1
+        for layer, folder in folders.items():
+            key = f"saes.{name}.path" + (f" (layer {layer})" if templated else "")
+            if (key, folder) not in out:
+                out.append((key, folder))
+    for name, spec in config["behaviour"].items():
+        if "path" in spec:
+            out.append((f"behaviour.{name}.path", spec["path"]))
+    return out
+
+
+def check_paths(config: dict[str, Any], directory: str | Path) -> None:
+    """Every path of :func:`local_paths` exists, relative ones under ``directory``.
+
+    Run at start-up (the Snakefile, with snakemake's working directory; ``python -m
+    saeprobe.config``, with ``--directory``): a missing dataset or SAE file would otherwise only
+    be noticed when its job is planned, and Snakemake keeps existing tables whose producer cannot
+    be built ("Nothing to be done") — reporting the previous run's tables as current.
+
+    Raises:
+        ConfigError: one line per missing path, naming the key and the path (and, for a relative
+            path, the directory it was resolved against).
+    """
+    base = Path(directory).resolve()
+    problems = []
+    for key, path in local_paths(config):
+        if (base / path).exists():  # an absolute path ignores base
+            continue
+        where = "" if Path(path).is_absolute() else (
+            f" (relative paths are resolved against {base}, the directory snakemake runs in; --directory changes it)")
+        problems.append(f"'{key}': {path} does not exist{where}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m saeprobe.config FILE...``: check config files as a run would, without running.
+    """``python -m saeprobe.config [--directory DIR] FILE...``: check config files as a run would,
+    without running.
 
     Prints one line per file: ``ok`` with its counts, or the error (YAML errors with file, line
-    and column; schema and consistency errors with the key).
+    and column; schema and consistency errors with the key; a local path that does not exist,
+    relative paths resolved against ``--directory``, default the current directory — where
+    ``snakemake`` without ``--directory`` would read them). Returns 0 when every file is ok,
+    1 otherwise, 2 for a usage error.
     """
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print("usage: python -m saeprobe.config CONFIG.yaml [...]", file=sys.stderr)
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m saeprobe.config",
+                                     description="Check saeprobe config files as a run would, without running.")
+    parser.add_argument("configs", nargs="+", metavar="CONFIG.yaml")
+    parser.add_argument("--directory", "-d", default=".",
+                        help="the directory snakemake will run in (its --directory): relative paths in the config "
+                             "are resolved against it (default: the current directory)")
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if not Path(args.directory).is_dir():
+        print(f"--directory {args.directory}: not a directory")
         return 2
     status = 0
-    for path in argv:
+    for path in args.configs:
         try:
             loaded = load_yaml(path)
         except ConfigError as exc:
@@ -430,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
             status = 1
             continue
         try:
-            config = validate(loaded)
+            config = validate(loaded, directory=args.directory)
         except ConfigError as exc:
             print(f"config file {path}: {exc}")
             status = 1

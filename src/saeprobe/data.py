@@ -20,8 +20,10 @@ Bad input (each message names the dataset, its file, the column and rows):
 - empty or whitespace-only texts are dropped, counted and logged (documented behaviour);
 - a missing text/label/lang/id/group column, a missing label (null, empty, NaN) or group (null,
   NaN), fewer than two classes, a class with fewer than two train examples (stratified CV needs
-  two), a text that is not valid UTF-8, duplicate values in ``id_column``, too few groups for a
-  grouped split, no rows at all: :class:`DataError`;
+  two), numeric labels that look like a continuous variable (:func:`_check_not_continuous`),
+  a text that is not valid UTF-8, duplicate values in ``id_column``, too few groups for a
+  grouped split, no rows at all: :class:`DataError` (an error about many classes names
+  :data:`SHOWN_CLASSES` of them and counts the rest);
 - duplicate texts are kept (real datasets have them) but counted and logged, with how many
   cross the train/test boundary and how many carry conflicting labels.
 """
@@ -52,6 +54,12 @@ LABEL_NAMES_KEY = b"saeprobe.label_names"
 # Columns added to hub sources: the split and the config each row came from (usable as
 # split_column / lang_column, e.g. one config or split per language).
 HUB_SPLIT, HUB_CONFIG = "hub_split", "hub_config"
+# Labels that look like a continuous variable, not classes (:func:`_check_not_continuous`): at
+# least CONTINUOUS_MIN_VALUES distinct numbers, of which some are not whole numbers, or whose
+# values hold a median of fewer than CONTINUOUS_MAX_MEDIAN_ROWS rows each.
+CONTINUOUS_MIN_VALUES = 10
+CONTINUOUS_MAX_MEDIAN_ROWS = 5
+SHOWN_CLASSES = 5  # classes an error names; the rest are counted
 
 
 def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFrame, str]:
@@ -266,6 +274,7 @@ def prepare(spec: dict[str, Any], name: str, seed: int) -> tuple[pl.DataFrame, l
         log.warning("dataset %s: column '%s': %s are one class '%s' (surrounding whitespace is stripped and "
                     "numbers compare by value)", name, label_col, detail, canonical)
     log.info("dataset %s: column '%s' has %d classes %s", name, label_col, len(label_names), label_names[:20])
+    _check_not_continuous(label_names, labels, name, origin, label_col)
     if len(label_names) < 2:
         raise DataError(f"dataset '{name}' ({origin}): column '{label_col}' has a single class {label_names}; a probe needs two or more")
     out = out.with_columns(pl.Series("label", labels), pl.Series("label_name", [label_names[i] for i in labels]))
@@ -365,6 +374,56 @@ def _groups(values: pl.Series, column: str, name: str, origin: str) -> pl.Series
     return text.alias("group")
 
 
+def _some(items: list[str]) -> str:
+    """The first :data:`SHOWN_CLASSES` of ``items``, joined, and how many more there are."""
+    shown = ", ".join(items[:SHOWN_CLASSES])
+    return shown + (f" and {len(items) - SHOWN_CLASSES} more" if len(items) > SHOWN_CLASSES else "")
+
+
+def _many_small_classes(labels: np.ndarray, n_classes: int, label_col: str) -> str:
+    """A hint for an error about small classes when there are many classes of few rows each (else "")."""
+    median = float(np.median(np.bincount(labels, minlength=n_classes)))
+    if n_classes < CONTINUOUS_MIN_VALUES or median >= CONTINUOUS_MAX_MEDIAN_ROWS:
+        return ""
+    return (f" ({n_classes} classes of a median {median:g} rows each in {len(labels)} rows: is '{label_col}' the "
+            "column of class labels?)")
+
+
+def _check_not_continuous(label_names: list[str], labels: np.ndarray, name: str, origin: str, label_col: str) -> None:
+    """Numeric labels that look like a continuous variable, not classes, are an error.
+
+    That is: every class name is a number, there are at least :data:`CONTINUOUS_MIN_VALUES`
+    of them, and some are not whole numbers (``0.0, 0.1, ... 1.0``) or the values hold a
+    median of fewer than :data:`CONTINUOUS_MAX_MEDIAN_ROWS` rows each (a score or a count
+    with a value per handful of rows). A probe classifies: each distinct value would be a class
+    of its own. Class codes written as names (``c1``, ``low``) are never numbers.
+
+    Args:
+        label_names: the classes, numeric ones first (:func:`normalise_labels`).
+        labels: (n,) int64 class index per row.
+    Raises:
+        DataError: naming the column, a few values, their count and why it looks continuous.
+    """
+    try:
+        values = [float(v) for v in label_names]
+    except ValueError:
+        return  # a class that is not a number: named classes
+    if len(values) < CONTINUOUS_MIN_VALUES:
+        return
+    fractional = sum(not v.is_integer() for v in values)
+    median = float(np.median(np.bincount(labels, minlength=len(label_names))))
+    if not fractional and median >= CONTINUOUS_MAX_MEDIAN_ROWS:
+        return
+    why = (f"{fractional} of them not whole numbers" if fractional else
+           f"a median of {median:g} rows per value (fewer than {CONTINUOUS_MAX_MEDIAN_ROWS})")
+    raise DataError(
+        f"dataset '{name}' ({origin}): column '{label_col}' looks like a continuous variable, not class labels: "
+        f"{len(values)} distinct numbers ({_some(label_names)}), {why}; a probe classifies, so each value would be a "
+        "class of its own — bin the values into classes in the file (e.g. low/high), or, if they are class codes, "
+        "write them as names (e.g. 'c0.1')"
+    )
+
+
 def _check_train_classes(out: pl.DataFrame, label_names: list[str], name: str, origin: str, label_col: str) -> None:
     """Every class needs two train examples: the probe's C is chosen by stratified CV on train."""
     labels, split = out["label"].to_numpy(), out["split"].to_numpy()
@@ -372,10 +431,11 @@ def _check_train_classes(out: pl.DataFrame, label_names: list[str], name: str, o
     total = np.bincount(labels, minlength=len(label_names))
     short = [i for i, c in enumerate(train) if c < 2]
     if short:
-        detail = ", ".join(f"'{label_names[i]}' ({train[i]} in train, {total[i]} in all)" for i in short)
+        detail = _some([f"'{label_names[i]}' ({train[i]} in train, {total[i]} in all)" for i in short])
         raise DataError(
-            f"dataset '{name}' ({origin}): column '{label_col}': classes with fewer than 2 train examples: {detail}; "
-            "stratified cross-validation needs at least 2 per class — add examples or remove (merge) those classes"
+            f"dataset '{name}' ({origin}): column '{label_col}': {len(short)} of {len(label_names)} classes have fewer "
+            f"than 2 train examples: {detail}{_many_small_classes(labels, len(label_names), label_col)}; stratified "
+            "cross-validation needs at least 2 per class — add examples or remove (merge) those classes"
         )
 
 
@@ -478,11 +538,13 @@ def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str
         counts = np.bincount(labels[pool], minlength=len(label_names))
         too_small = [i for i, c in enumerate(counts) if 0 < c < 3]
         if too_small:
-            detail = ", ".join(f"'{label_names[i]}' ({counts[i]})" for i in too_small)
+            detail = _some([f"'{label_names[i]}' ({counts[i]})" for i in too_small])
+            many = _many_small_classes(labels[pool], len(label_names), label_col)
             raise DataError(
                 f"dataset '{name}' ({origin}): column '{label_col}': cannot draw a stratified {target} split: "
-                f"classes with fewer than 3 examples: {detail} (each needs 1 in {target} and 2 in train for "
-                "cross-validation) — add examples or remove (merge) those classes"
+                f"{len(too_small)} of {int((counts > 0).sum())} classes have fewer than 3 examples: {detail} (each "
+                f"needs 1 in {target} and 2 in train for cross-validation){many} — add examples or remove (merge) "
+                "those classes"
             )
         size = frac if target == "test" else frac / max(1e-9, 1 - spec["test_fraction"])
         if groups is not None:

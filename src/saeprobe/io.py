@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -149,6 +150,47 @@ def read_parquet(path: str | os.PathLike[str], **kwargs: Any) -> Any:
         return pl.read_parquet(path, **kwargs)
 
 
+# The command-line options a run was started with (--snakefile, --directory, --configfile,
+# --config), shell-quoted: the Snakefile sets this variable in the main snakemake process, so that
+# every job inherits it (locally, and under SLURM, where sbatch exports the environment) and a
+# rebuild hint reproduces the run. Typed without its --configfile, `snakemake --forcerun <path>`
+# would load the default configuration.
+RUN_OPTIONS_ENV = "SAEPROBE_RUN_OPTIONS"
+
+
+def run_options(*, configfiles: Iterable[str | os.PathLike[str]] = (), config_args: Iterable[str] = (),
+                directory: str | os.PathLike[str] | None = None,
+                snakefile: str | os.PathLike[str] | None = None) -> str:
+    """The snakemake options that reproduce a run, shell-quoted, in the order snakemake documents
+    them: ``--snakefile S --directory D --configfile F... --config K=V...`` (each only when given).
+
+    Args:
+        configfiles: absolute config file paths (``workflow.config_settings.configfiles``).
+        config_args: ``--config`` overrides as ``key=value`` strings.
+        directory: the working directory, when the run was given ``--directory``.
+        snakefile: the Snakefile, when it is not ``Snakefile`` in the directory the command is typed in.
+    """
+    parts: list[str] = []
+    if snakefile is not None:
+        parts += ["--snakefile", str(snakefile)]
+    if directory is not None:
+        parts += ["--directory", str(directory)]
+    configfiles = [str(f) for f in configfiles]
+    if configfiles:
+        parts += ["--configfile", *configfiles]
+    config_args = list(config_args)
+    if config_args:
+        parts += ["--config", *config_args]
+    return shlex.join(parts)
+
+
+def rebuild_command(target: str | os.PathLike[str]) -> str:
+    """``snakemake --forcerun <target>`` followed by the options of the run this process belongs to
+    (:data:`RUN_OPTIONS_ENV`, set by the Snakefile; none outside a run), ready to be typed."""
+    options = os.environ.get(RUN_OPTIONS_ENV, "").strip()
+    return f"snakemake --forcerun {shlex.quote(str(target))}" + (f" {options}" if options else "")
+
+
 def damaged(path: str | os.PathLike[str], exc: BaseException, *, part: str | None = None,
             rebuild: str | os.PathLike[str] | None = None, built: bool = True) -> CacheError:
     """The one-line :class:`CacheError` for a file whose read raised ``exc``.
@@ -158,7 +200,8 @@ def damaged(path: str | os.PathLike[str], exc: BaseException, *, part: str | Non
         part: where inside it, e.g. the Zarr chunk ``layer_1/c/3/0``.
         rebuild: the workflow output to rerun when it is not ``path`` itself (e.g. the SAE
             folder of a damaged ``sae_weights.safetensors``); by default the folder output
-            holding ``path`` (:func:`saeprobe.layout.output_of`), else ``path``.
+            holding ``path`` (:func:`saeprobe.layout.output_of`), else ``path``. The hint carries the
+            run's options (:func:`rebuild_command`).
         built: False for a user's file the workflow did not write: the message asks to replace
             it instead of suggesting ``snakemake --forcerun``.
     """
@@ -169,7 +212,8 @@ def damaged(path: str | os.PathLike[str], exc: BaseException, *, part: str | Non
     if not built:
         return CacheError(f"{path}: damaged or incomplete file ({what}); the workflow did not build it: restore or replace it")
     return CacheError(f"{path}: damaged or incomplete cached file ({what}); rebuild it with: "
-                      f"snakemake --forcerun {rebuild or layout.output_of(path)}  (or delete it and run snakemake again)")
+                      f"{rebuild_command(rebuild or layout.output_of(path))}  (or delete it and run snakemake again "
+                      "with the same options)")
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from saeprobe.errors import CacheError
-from saeprobe.io import atomic_path, reading
+from saeprobe.io import atomic_path, reading, rebuild_command
 
 log = logging.getLogger("saeprobe")
 
@@ -115,7 +115,7 @@ def read(path: str | Path) -> tuple[list[np.ndarray], list[np.ndarray], dict[str
         raw = (table.schema.metadata or {}).get(META_KEY)
         if raw is None:
             raise CacheError(f"{path}: no '{META_KEY.decode()}' metadata (not written by tokenize); rebuild it with: "
-                             f"snakemake --forcerun {path}")
+                             f"{rebuild_command(path)}")
         meta = json.loads(raw)
         lengths = table.column("n_tokens").to_numpy().astype(np.int64)
         cuts = np.cumsum(lengths)[:-1]

@@ -44,6 +44,7 @@ import polars as pl
 from saeprobe import data
 from saeprobe.config import with_defaults
 from saeprobe.errors import CacheError, ConfigError, DataError, one_line
+from saeprobe.io import rebuild_command
 
 if TYPE_CHECKING:  # torch, zarr and transformers are imported where they are used: preparing data needs none
     import torch
@@ -336,7 +337,7 @@ def read_prepared(path: str | Path) -> tuple[list[bytes], list[str]]:
     frame, _ = data.read(path)
     if "image" not in frame.columns:
         raise CacheError(f"{path}: no 'image' column (not written by prepare_images); rebuild it with: "
-                         f"snakemake --forcerun {path}")
+                         f"{rebuild_command(path)}")
     return frame["image"].to_list(), frame["text"].to_list()
 
 
