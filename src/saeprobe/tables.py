@@ -177,8 +177,8 @@ def grid_splits(paths: Iterable[str | Path], grid_df: pl.DataFrame | None = None
     keys = ["dataset", "model", "family", "source", "layer", "pooling", "binarize"]
     files = folder_files(paths, "splits.parquet")
     if not files:
-        return pl.DataFrame(schema={**{k: SPLIT_SCHEMA[k] for k in keys}, "binarize": pl.Float64, "splits": pl.UInt32, "own_split": pl.Boolean,
-                                    "test_macro_f1_mean": pl.Float64, "test_macro_f1_std": pl.Float64,
+        return pl.DataFrame(schema={**{k: SPLIT_SCHEMA[k] for k in keys}, "binarize": pl.Float64, "splits": pl.UInt32,
+                                    "own_split": pl.Boolean, "test_macro_f1_mean": pl.Float64, "test_macro_f1_std": pl.Float64,
                                     "min": pl.Float64, "max": pl.Float64, "cv_macro_f1_mean": pl.Float64,
                                     "test_macro_f1_own": pl.Float64})
     df = pl.concat([pl.read_parquet(f).cast(SPLIT_SCHEMA) for f in files])  # type: ignore[arg-type]
