@@ -223,12 +223,34 @@ def test_redrawn_splits_are_new_draws_of_the_same_documents(tmp_path):
     assert data.read_splits(tmp_path / "s.parquet").equals(splits)
 
 
-def test_source_splits_are_not_redrawn(tmp_path, caplog):
-    spec = {"path": str(DATA / "trec.parquet")}
-    prepared, _, _ = data.prepare(spec, "trec", seed=42)
-    with caplog.at_level(logging.WARNING, logger="saeprobe"):
-        splits = data.redraw_splits(spec, "trec", prepared, [3])
-    assert splits[data.split_column(3)].to_list() == prepared["split"].to_list()
+def test_source_splits_are_redrawn_with_their_fractions(tmp_path, caplog):
+    """T11: a split read from the file is re-drawn for real (it used to repeat itself: "2 splits, std 0.000"):
+    each seed a different seeded, stratified split of all rows with the source's test and validation
+    fractions, keeping each group whole with group_column."""
+    source = random_label_frame(300).with_columns(
+        pl.Series("split", ["train"] * 210 + ["validation"] * 30 + ["test"] * 60),
+        pl.Series("tpl", [f"g{i // 5}" for i in range(300)]))
+    path = write_parquet(tmp_path, source)
+    for spec in ({"path": path}, {"path": path, "group_column": "tpl"}):
+        prepared, _, report = data.prepare(spec, "d", seed=42)
+        assert report["splits_from"] == "source" and prepared["split"].to_list() == source["split"].to_list()
+        with caplog.at_level(logging.WARNING, logger="saeprobe"):
+            splits = data.redraw_splits(spec, "d", prepared, [3, 4])
+        assert splits["doc_id"].to_list() == prepared["doc_id"].to_list()
+        one, two = (splits[data.split_column(s)].to_numpy() for s in (3, 4))
+        assert (one != two).any() and (one != prepared["split"].to_numpy()).any() and (two != prepared["split"].to_numpy()).any()
+        labels = prepared["label"].to_numpy()
+        for drawn in (one, two):
+            counts = {s: int((drawn == s).sum()) for s in data.SPLITS}
+            if "group_column" in spec:  # whole groups: each group in one split, sizes as near as groups allow
+                groups = prepared["group"].to_numpy()
+                assert all(len(set(drawn[groups == g])) == 1 for g in set(groups))
+                assert abs(counts["test"] - 60) <= 5 and abs(counts["validation"] - 30) <= 5
+            else:  # the source's sizes, each class in test in proportion (stratified: within one row)
+                assert counts == {"train": 210, "validation": 30, "test": 60}
+                for c in set(labels):
+                    assert abs((labels[drawn == "test"] == c).sum() - 60 * (labels == c).mean()) <= 1
+        assert data.redraw_splits(spec, "d", prepared, [3])[data.split_column(3)].to_list() == one.tolist()  # seeded
     assert "comes from the source" in caplog.text
 
 

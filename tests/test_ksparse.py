@@ -223,7 +223,7 @@ def test_fit_ksparse_dense_and_extra_result_keys_pass_through(monkeypatch):
     monkeypatch.setattr(ksparse, "fit_probe", fake_fit_probe)
     rows = fit_ksparse(x, y, split, ranking="normalized_mean_diff", ks=[4], n_classes=3, probe=PROBE, seed=9)
     assert rows[0]["predictions"] == [7, 8] and rows[0]["C"] == 1.0 and rows[0]["k"] == 4
-    assert calls == [((120, 4), {"n_classes": 3, "seed": 9, **PROBE})]
+    assert calls == [((120, 4), {"n_classes": 3, "seed": 9, "groups": None, **PROBE})]
     order = rank_features(x, y, split == "train", "normalized_mean_diff", n_classes=3)
     assert rows[0]["features"] == order[:4].tolist()
 

@@ -8,6 +8,7 @@ The size regime itself is tested in test_transfer.py.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 
 import numpy as np
@@ -20,7 +21,7 @@ from saeprobe.cell_tables import frame, write_parquet
 from saeprobe.errors import ConfigError, DataError
 from saeprobe.sweep import (imbalance_size, imbalance_subsample, label_noise_sample, n_positive, regime_sample,
                             subsample, sweep, sweep_features, sweep_tfidf)
-from saeprobe.sweep_tables import SWEEP_SCHEMA, sweep_markdown, sweep_summary, sweep_table
+from saeprobe.sweep_tables import SWEEP_SCHEMA, sweep_markdown, sweep_skipped, sweep_summary, sweep_table
 
 PROBE = {"Cs": [0.1, 1.0], "cv_folds": 3}
 FRACTIONS = [0.05, 0.25, 0.5, 0.75, 0.95]
@@ -296,3 +297,75 @@ def test_config_regimes():
         cfg["sweep"][key] = bad
         with pytest.raises(ConfigError, match=key):
             sc.validate(cfg)
+
+
+# --------------------------------------------------------------------------- grouped sweeps (group_column)
+
+
+def _grouped(seed=0):
+    """Binary labels; each class in one big train group (30 rows) and three small ones (3 rows), test
+    rows in groups of their own: small grouped draws often hold a class in a single group."""
+    rng = np.random.default_rng(seed)
+    y, groups = [], []
+    for c in (0, 1):
+        for j, n in enumerate([30, 3, 3, 3]):
+            y += [c] * n
+            groups += [f"c{c}g{j}"] * n
+    y = np.array(y + [0, 1] * 10)
+    groups = np.array(groups + [f"t{i // 4}" for i in range(20)])
+    split = np.array(["train"] * (len(y) - 20) + ["test"] * 20)
+    x = rng.normal(size=(len(y), 4)) + np.eye(2, 4)[y]
+    return x, y, split, groups
+
+
+def test_grouped_sweep_skips_and_counts_draws_grouped_cv_cannot_split(caplog):
+    """T7: with group_column, a draw holding a class in a single train group cannot be cross-validated;
+    it is skipped (logged with regime, value, repeat and reason, counted in the report), the other
+    draws are fitted, and a size none of whose repeats can be fitted is named to drop."""
+    x, y, split, groups = _grouped()
+    sizes, repeats, seed = [2, 3, None], 3, 0
+
+    def impossible(mask):  # computed here from the draw itself, not by the sweep's own check
+        return any(len(set(groups[mask & (y == c)])) < 2 for c in (0, 1))
+
+    expected = {(n, r): impossible(subsample(y, split, n, r, seed)) for n in sizes for r in range(repeats)}
+    assert all(expected[2, r] for r in range(repeats))  # the fixture: every size-2 draw is impossible,
+    assert 0 < sum(expected[3, r] for r in range(repeats)) < repeats  # some size-3 draws are, the whole split is not
+    assert not expected[None, 0]
+    report = {}
+    with caplog.at_level(logging.INFO, logger="saeprobe"):
+        rows = sweep_features(x, y, split, sizes=sizes, repeats=repeats, n_classes=2, probe=PROBE, seed=seed,
+                              report=report, groups=groups)
+    assert [(r["n_per_class"], r["repeat"]) for r in rows] == [key for key, bad in expected.items() if not bad]
+    skipped = [key for key, bad in expected.items() if bad]
+    assert report["n_skipped_draws"] == len(skipped)
+    assert [(d["n_per_class"], d["repeat"]) for d in report["skipped_draws"]] == skipped
+    assert all(d["regime"] == "size" and "a class occurs in a single train group" in d["reason"]
+               for d in report["skipped_draws"])
+    assert [(d["regime"], d["value"], d["config_key"]) for d in report["drop"]] == [("size", 2.0, "sweep.sizes")]
+    assert "sweep size 2 per class, repeat 0 (4 train rows): skipped" in caplog.text
+    assert "drop 2 from sweep.sizes" in caplog.text
+    assert json.dumps(report)  # the cell file's JSON report
+
+
+def test_sweep_table_marks_skipped_draws(tmp_path):
+    """The skipped draws reach tables/sweep: '(k skipped)' in a cell, 'skipped' where no repeat was fitted,
+    and a note naming the size to drop; the rows and their means are those of the fitted draws."""
+    x, y, split, groups = _grouped()
+    cell = {"model": "m", "dataset": "d", "source": "hidden", "layer": 1, "pooling": "mean", "binarize": "raw"}
+    report = {"cell": cell}
+    rows = sweep_features(x, y, split, sizes=[2, 3, None], repeats=3, n_classes=2, probe=PROBE, seed=0, report=report,
+                          groups=groups)
+    p = tmp_path / "unit"
+    p.mkdir()
+    write_parquet(frame(rows, cell, SWEEP_SCHEMA), p / "mean__raw.parquet", report)
+    df, skipped = sweep_table([p]), sweep_skipped([p])
+    assert df.height == len(rows) and skipped.height == report["n_skipped_draws"]
+    summary = sweep_summary(df, skipped).select("n_per_class", "repeats", "skipped").rows()
+    n3 = sum(d["n_per_class"] == 3 for d in report["skipped_draws"])
+    assert summary == [(2, 0, 3), (3, 3 - n3, n3), (None, 3, 0)]
+    md = sweep_markdown(df, skipped)
+    assert "| skipped |" in md and f"({n3} skipped)" in md
+    assert "- size 2 per class: 3 draws in 1 cells; no repeat can be fitted in any cell: drop 2 from `sweep.sizes`" in md
+    assert "- size 3 per class" in md and "drop 3" not in md
+    assert sweep_markdown(df) == sweep_markdown(df, sweep_skipped([]))  # nothing skipped: the table as before

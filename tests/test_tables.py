@@ -93,6 +93,33 @@ def test_grid_splits_mean_and_std_over_redrawn_splits(tmp_path):
     assert out["test_macro_f1_std"] == pytest.approx(np.std([0.6, 0.8], ddof=1)) and out["binarize"] == 1.0
 
 
+def test_grid_splits_include_the_datasets_own_split(tmp_path):
+    """T11: the dataset's own split is one of grid_splits' rows (split_seed null, counted in `splits`), as
+    config/README.md says; it is not refitted (fit_probe's result on it is reused)."""
+    from saeprobe.cell_tables import frame, write_parquet
+    from saeprobe.probes import fit_on_splits, fit_probe
+    from saeprobe.tables import SPLIT_SCHEMA, grid_splits
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 160)
+    x = rng.normal(size=(160, 4)) + np.eye(2, 4)[y]
+    own_split = np.where(np.arange(160) < 120, "train", "test")
+    redrawn = {seed: np.random.default_rng(seed).permutation(own_split) for seed in (1, 2)}
+    kw = dict(Cs=[0.1, 1.0], cv_folds=3, n_classes=2, seed=0)
+    own, _, _ = fit_probe(x, y, own_split, **kw)
+    rows = fit_on_splits(x, y, redrawn, own=own, **kw)
+    assert [r["split_seed"] for r in rows] == [None, 1, 2]
+    assert rows[0]["test_macro_f1"] == own["test"]["macro_f1"] and rows[0]["C"] == own["C"]
+    folder = tmp_path / "unit"
+    folder.mkdir()
+    cell = dict(model="m", dataset="d", source="s", layer=1, pooling="mean", binarize="raw")
+    write_parquet(frame(rows, cell, SPLIT_SCHEMA), folder / "mean__raw.splits.parquet")
+    out = grid_splits([folder]).row(0, named=True)
+    assert out["splits"] == 3 and out["own_split"] is True
+    assert out["test_macro_f1_own"] == own["test"]["macro_f1"]
+    assert out["test_macro_f1_mean"] == pytest.approx(np.mean([r["test_macro_f1"] for r in rows]))
+
+
 def test_sae_attributes_are_joined_on_source_after_it_and_nulls_elsewhere():
     df = pl.DataFrame({"dataset": ["d"] * 4, "source": ["s_w64_k4", "hidden", "tfidf", "scope"], "test_macro_f1": [.1, .2, .3, .4]})
     attrs = {"s_w64_k4": {"sae_architecture": "batchtopk", "sae_width": 64, "sae_k": 4.0, "sae_sparsity": 4.0},

@@ -7,6 +7,7 @@ on de. Then one snakemake-CLI run on a tiny random Gemma 2 and a multilingual su
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -199,14 +200,18 @@ def test_sweep_fits_each_distinct_subsample_once():
     assert rows[2]["subsample"] == rows[4]["subsample"] and rows[2]["n_per_class"] == counts.max()
 
 
-def test_sweep_errors_name_the_size():
+def test_sweep_errors_name_the_size(caplog):
     y, split = _labels()
     with pytest.raises(DataError, match="needs test rows"):
         sweep(lambda s: {}, y, np.full(len(y), "train"), sizes=[4], repeats=1, seed=0)
     y1 = y.copy()
     y1[np.flatnonzero((y == 2) & (split == "train"))[1:]] = 0  # class 2 keeps one train example
-    with pytest.raises(DataError, match="size 4 per class, repeat 0: label 2 has a single train example"):
-        sweep(lambda s: {}, y1, split, sizes=[4], repeats=1, seed=0)
+    report = {}
+    with caplog.at_level(logging.WARNING, logger="saeprobe"):  # a draw that cannot be fitted is skipped, not fatal
+        assert sweep(lambda s: {}, y1, split, sizes=[4], repeats=1, seed=0, report=report) == []
+    assert "sweep size 4 per class, repeat 0" in caplog.text and "label 2 has a single train example" in caplog.text
+    assert report["n_skipped_draws"] == 1 and "label 2 has a single train example" in report["skipped_draws"][0]["reason"]
+    assert "drop 4 from sweep.sizes" in caplog.text
 
 
 # --------------------------------------------------------------------------- outputs and tables

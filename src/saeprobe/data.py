@@ -642,25 +642,51 @@ def redraw_splits(spec: dict[str, Any], name: str, prepared: pl.DataFrame, seeds
     """The split of dataset ``name`` drawn again with each of ``seeds`` (``probe.split_seeds``).
 
     Each seed prepares the source again (:func:`prepare`: same fractions, stratification and
-    groups), so a re-drawn split is exactly what ``seed: <s>`` would have drawn. A split taken
-    from the source is not re-drawn: its column repeats the prepared split, with a warning.
+    groups), so a re-drawn split of a drawn split is exactly what ``seed: <s>`` would have drawn.
+    A split that comes from the source (wholly, or with a missing part carved out) is re-drawn
+    over all rows as if the source had none (``split_column: null``): seeded, stratified by
+    label, grouped with ``group_column``, with the prepared split's fractions of test and
+    validation rows (:func:`source_fractions`) — a random split of the same sizes, logged, which
+    need not resemble how the source built its own (e.g. a test set from another domain).
 
     Returns:
         doc_id plus one :func:`split_column` per seed, in doc_id order.
     Raises:
-        DataError: the re-prepared documents differ from ``prepared`` (the source changed).
+        DataError: the re-prepared documents differ from ``prepared`` (the source changed), or a
+            split cannot be drawn (see :func:`prepare`).
     """
     out = prepared.select("doc_id")
+    redraw = spec
     for seed in seeds:
-        frame, _, report = prepare(spec, name, seed)
+        frame, _, report = prepare(redraw, name, seed)
+        if report["splits_from"] == "source":  # the first seed tells: re-draw every seed from all rows
+            redraw = {**spec, "split_column": None, **source_fractions(prepared)}
+            log.warning("dataset %s: its split comes from the source; the split seeds draw random splits of all rows "
+                        "with its fractions (test %.4g, validation %.4g)%s", name, redraw["test_fraction"],
+                        redraw["validation_fraction"], ", whole groups" if "group" in prepared.columns else "")
+            frame, _, report = prepare(redraw, name, seed)
         if not frame["doc_id"].equals(prepared["doc_id"]) or not frame["label"].equals(prepared["label"]):
             raise DataError(f"dataset '{name}': re-preparing with seed {seed} gave other documents or labels than "
                             "the prepared file: was the source changed?")
-        if report["splits_from"] == "source":
-            log.warning("dataset %s: its split comes from the source; split seed %d repeats it", name, seed)
-            frame = prepared
         out = out.with_columns(frame["split"].alias(split_column(seed)))
     return out
+
+
+def source_fractions(prepared: pl.DataFrame) -> dict[str, float]:
+    """``test_fraction`` and ``validation_fraction`` of a prepared dataset's split (what
+    :func:`redraw_splits` re-draws a source split with): its test and validation rows over all rows,
+    each lowered by the last float bits that would make :func:`_carve`'s row-wise draw (``ceil`` of
+    fraction x rows, validation as ``validation_fraction / (1 - test_fraction)`` of the rest) take
+    one row more than the source's split has; grouped draws are approximate anyway."""
+    n = prepared.height
+    n_test, n_val = int((prepared["split"] == "test").sum()), int((prepared["split"] == "validation").sum())
+    test = n_test / n
+    while test * n > n_test:
+        test = float(np.nextafter(test, 0.0))
+    val = n_val / n
+    while val and val / (1 - test) * (n - n_test) > n_val:
+        val = float(np.nextafter(val, 0.0))
+    return {"test_fraction": test, "validation_fraction": val}
 
 
 def write_splits(splits: pl.DataFrame, path: str | Path) -> None:

@@ -125,7 +125,7 @@ def rank_features(x: Any, y: np.ndarray, train_mask: np.ndarray, method: str, *,
 
 
 def fit_ksparse(x: Any, y: np.ndarray, split: np.ndarray, *, ranking: str, ks: Iterable[int], n_classes: int,
-                probe: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+                probe: dict[str, Any], seed: int, groups: Any = None) -> list[dict[str, Any]]:
     """k-sparse probes: rank once on the train split, then one :func:`fit_probe` per k on the k top columns.
 
     Args:
@@ -135,13 +135,17 @@ def fit_ksparse(x: Any, y: np.ndarray, split: np.ndarray, *, ranking: str, ks: I
         ranking: one of :data:`RANKINGS`. ks: numbers of features; each is capped at n_features and
             duplicates after capping are dropped (first occurrence kept, order kept).
         n_classes: number of labels of the dataset. probe: keyword arguments of :func:`fit_probe`
-            (Cs, cv_folds, ...; not ``seed`` or ``n_classes``). seed: for the ranking and the probe.
+            (Cs, cv_folds, ...; not ``seed``, ``n_classes`` or ``groups``). seed: for the ranking and the probe.
+        groups: None, or (n_docs,) group of every row (the prepared ``group`` column, ``group_column``):
+            every k's C is then chosen on grouped CV folds (no group on both sides of a fold, as in
+            :func:`saeprobe.probes.fit_cv`); the ranking reads the train rows only either way.
     Returns:
         One dict per distinct capped k: :func:`fit_probe`'s result dict, every key kept as it is,
         plus ``k``, ``ranking`` and ``features`` (the k kept feature ids, ints, in rank order).
     Raises:
         ValueError: an unknown ranking, no ks, or a k that is not an integer >= 1.
-        DataError: see :func:`rank_features` and :func:`fit_probe` (e.g. no test rows).
+        DataError: see :func:`rank_features` and :func:`fit_probe` (e.g. no test rows, or with
+            ``groups`` a class in a single train group); ``groups`` not of length n_docs.
     """
     if ranking not in RANKINGS:
         raise ValueError(f"unknown ranking method {ranking!r}; expected one of {', '.join(RANKINGS)}")
@@ -154,6 +158,8 @@ def fit_ksparse(x: Any, y: np.ndarray, split: np.ndarray, *, ranking: str, ks: I
     x, y, split = _features(x), np.asarray(y), np.asarray(split)
     if split.shape != (x.shape[0],):
         raise DataError(f"split must be a (n_docs,) = ({x.shape[0]},) array of split names, got shape {split.shape}")
+    if groups is not None and np.shape(groups) != (x.shape[0],):
+        raise DataError(f"groups must be a (n_docs,) = ({x.shape[0]},) array of group ids, got shape {np.shape(groups)}")
     train = split == "train"
     if not (split == "test").any():
         raise DataError("k-sparse probing needs test rows; the split has none")
@@ -165,7 +171,7 @@ def fit_ksparse(x: Any, y: np.ndarray, split: np.ndarray, *, ranking: str, ks: I
     rows = []
     for k in capped:
         ids = order[:k]
-        result, _, _ = fit_probe(x[:, ids], y, split, n_classes=n_classes, seed=seed, **probe)
+        result, _, _ = fit_probe(x[:, ids], y, split, n_classes=n_classes, seed=seed, groups=groups, **probe)
         result.update(k=k, ranking=ranking, features=[int(i) for i in ids])
         log.info("k-sparse %s k=%d: C=%g, test macro F1 %.3f", ranking, k, result["C"], result["test"]["macro_f1"])
         rows.append(result)

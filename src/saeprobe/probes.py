@@ -224,25 +224,33 @@ def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_f
     return result, np.asarray(lr.coef_), np.asarray(lr.intercept_)
 
 
-def fit_on_splits(x: Any, y: np.ndarray, splits: dict[int, np.ndarray], **probe_kwargs: Any) -> list[dict[str, Any]]:
+def fit_on_splits(x: Any, y: np.ndarray, splits: dict[int, np.ndarray], *, own: dict[str, Any] | None = None,
+                  **probe_kwargs: Any) -> list[dict[str, Any]]:
     """:func:`fit_probe` once per re-drawn split (``probe.split_seeds``), for mean ± std over splits.
 
     Args:
         splits: split seed -> (n_docs,) split names (:func:`saeprobe.data.redraw_splits`).
-        probe_kwargs: as for :func:`fit_probe` (the CV seed stays the run's ``seed``).
+        own: the :func:`fit_probe` result on the dataset's own split, or None: its row comes first,
+            with ``split_seed`` None (not refitted).
+        probe_kwargs: as for :func:`fit_probe` (the CV seed stays the run's ``seed``; ``groups``
+            keep each group whole in every split's CV folds).
     Returns:
-        One row per split seed: split_seed, C, cv_macro_f1, test_macro_f1, test_accuracy, test_auroc,
-        n_train, n_test.
+        One row per split (the own split first): split_seed (None = the dataset's own split), C,
+        cv_macro_f1, test_macro_f1, test_accuracy, test_auroc, n_train, n_test.
     """
-    rows = []
+    rows = [] if own is None else [_split_row(None, own)]
     x = as_features(x)
     for split_seed, split in splits.items():
         result, _, _ = fit_probe(x, y, split, **probe_kwargs)
-        test = result["test"]
-        rows.append({"split_seed": split_seed, "C": result["C"], "cv_macro_f1": result["cv_macro_f1"],
-                     "test_macro_f1": test["macro_f1"], "test_accuracy": test["accuracy"], "test_auroc": test["auroc"],
-                     "n_train": result["n_train"], "n_test": test["n"]})
+        rows.append(_split_row(split_seed, result))
     return rows
+
+
+def _split_row(split_seed: int | None, result: dict[str, Any]) -> dict[str, Any]:
+    test = result["test"]
+    return {"split_seed": split_seed, "C": result["C"], "cv_macro_f1": result["cv_macro_f1"],
+            "test_macro_f1": test["macro_f1"], "test_accuracy": test["accuracy"], "test_auroc": test["auroc"],
+            "n_train": result["n_train"], "n_test": test["n"]}
 
 
 def save_coef(path: str | Path, coef: np.ndarray, intercept: np.ndarray, label_names: list[str]) -> None:

@@ -29,6 +29,14 @@ Every draw depends only on the labels, the split, ``seed``, the regime's value a
 features, so every feature source and baseline sees the same documents and the same flipped
 labels. Test scores always use the true labels of the untouched test split.
 
+**Groups** (``group_column``): the probe's CV folds on a draw keep each group whole
+(:func:`saeprobe.probes.fit_cv`). A small draw can then be impossible to cross-validate — a
+class in a single train group of the draw — as can any draw with a single class or a class with
+one example. Such a draw is **skipped, logged and counted** (:func:`draw_problem`): no row, a
+warning naming the regime, value, repeat and reason, and an entry in ``report['skipped_draws']``
+(``report['n_skipped_draws']``); a value whose every repeat is skipped is named in
+``report['drop']`` with the config key to drop it from. The other draws are fitted as usual.
+
 Output frames, files and the aggregated table: :mod:`saeprobe.sweep_tables`.
 """
 
@@ -43,7 +51,8 @@ import numpy as np
 
 from saeprobe.bootstrap import majority_scores
 from saeprobe.errors import DataError
-from saeprobe.probes import as_features, fit_probe, fit_tfidf
+from saeprobe.probes import _cv, as_features, fit_probe, fit_tfidf
+from saeprobe.sweep_tables import CONFIG_KEYS
 from saeprobe.transfer import train_problem
 
 log = logging.getLogger("saeprobe")
@@ -235,6 +244,30 @@ def regime_sample(y: np.ndarray, split: np.ndarray, regime: str, value: float | 
     raise ValueError(f"unknown regime {regime!r} (known: {', '.join(REGIMES)})")
 
 
+def draw_problem(labels: np.ndarray, groups: np.ndarray | None = None) -> str | None:
+    """Why the train rows of a draw (labels ``labels``, (n_train,); ``groups`` (n_train,) or None)
+    cannot be fitted with a CV-selected probe, or None.
+
+    The checks of the probe itself (:func:`saeprobe.transfer.train_problem`, then
+    :func:`saeprobe.probes._cv` with the groups): no rows, a single class, a class with one
+    example, and with groups a class in a single train group.
+    """
+    problem = train_problem(labels)
+    if problem or groups is None:
+        return problem
+    try:
+        _cv(np.asarray(labels), 2, 0, np.asarray(groups))
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+def _describe(regime: str, value: float | int | None) -> str:
+    if regime == "size":
+        return f"size {'all' if value is None else int(value)} per class"
+    return f"{'class imbalance' if regime == 'imbalance' else 'label noise'} {value:g}"
+
+
 def subsample_id(mask: np.ndarray, labels: np.ndarray | None = None) -> str:
     """Short fingerprint of a subsample (equal across feature sources iff the same documents);
     with ``labels`` ((n_docs,)), of the documents and their labels (label-noise draws)."""
@@ -247,8 +280,8 @@ def subsample_id(mask: np.ndarray, labels: np.ndarray | None = None) -> str:
 def sweep(fit: Callable[[np.ndarray, np.ndarray], dict[str, Any]], y: np.ndarray, split: np.ndarray, *,
           sizes: Iterable[int | None], repeats: int, seed: int, imbalance: Sequence[float] = (),
           label_noise: Sequence[float] = (), n_classes: int | None = None,
-          report: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Fit ``fit`` on a draw per (regime, value, repeat); return one row per triple.
+          report: dict[str, Any] | None = None, groups: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Fit ``fit`` on a draw per (regime, value, repeat); return one row per triple fitted.
 
     Args:
         fit: takes a split array (drawn rows 'train', all test rows 'test', the rest 'unused')
@@ -261,16 +294,23 @@ def sweep(fit: Callable[[np.ndarray, np.ndarray], dict[str, Any]], y: np.ndarray
         imbalance: positive fractions (binary datasets; skipped, logged and counted in
             ``report['skipped']`` otherwise). label_noise: fractions of train labels flipped.
         n_classes: the dataset's number of labels (default: distinct values of ``y``).
-        report: a dict to receive the imbalance size N (``imbalance_n``) and skipped rows.
+        report: a dict to receive the imbalance size N (``imbalance_n``), skipped regimes
+            (``skipped``) and the skipped draws: ``n_skipped_draws``, ``skipped_draws`` (one
+            {regime, value, n_per_class, repeat, n_train, reason} per draw) and ``drop`` (one
+            {regime, value, n_per_class, config_key, reason} per value none of whose repeats could
+            be fitted).
+        groups: None, or (n_docs,) group of every row (``group_column``): only to find the draws
+            grouped CV cannot split (:func:`draw_problem`); ``fit`` applies the groups itself.
     Returns:
-        Size rows, then imbalance rows, then label-noise rows, each with regime, value
+        Size rows, then imbalance rows, then label-noise rows (a draw :func:`draw_problem`
+        refuses has none; it is logged and counted in ``report``), each with regime, value
         (n_per_class for size, the fraction otherwise), n_per_class (None = whole train split,
         and for the other regimes), repeat, n_train, n_test, test_macro_f1, test_accuracy, C,
         subsample (fingerprint; of rows and labels for label noise), n_positive (imbalance),
         n_flipped (label noise).
     Raises:
-        DataError: no test rows; a draw with a single class or a class with one example;
-            imbalance fractions the class counts cannot give.
+        DataError: no test rows; imbalance fractions the class counts cannot give; ``groups``
+            not of length n_docs.
         ValueError: repeats < 1, a size < 1, a fraction out of range.
     """
     if repeats < 1:
@@ -279,21 +319,37 @@ def sweep(fit: Callable[[np.ndarray, np.ndarray], dict[str, Any]], y: np.ndarray
     test = split == "test"
     if not test.any():
         raise DataError("the sweep needs test rows; the dataset has none")
-    cache: dict[bytes, dict[str, Any]] = {}
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != y.shape:
+            raise DataError(f"groups must be a (n_docs,) = ({len(y)},) array of group ids, got shape {groups.shape}")
+    cache: dict[bytes, dict[str, Any] | str] = {}  # a str: why the draw cannot be fitted
+    skipped_draws: list[dict[str, Any]] = []
     n_classes_all = int(n_classes) if n_classes is not None else int(y.max()) + 1
     majority = majority_scores(y[test], n_classes_all)["macro_f1"]  # what every row must beat (same test split)
 
-    def run(mask: np.ndarray, labels: np.ndarray, what: str) -> dict[str, Any]:
+    def run(mask: np.ndarray, labels: np.ndarray, regime: str, value: float | int | None, r: int,
+            what: str) -> dict[str, Any] | None:
+        """The fit of a draw, or None (logged and recorded in ``skipped_draws``) when it cannot be fitted."""
         key = mask.tobytes() + labels.tobytes()
         if key not in cache:
-            problem = train_problem(labels[mask])
+            problem = draw_problem(labels[mask], None if groups is None else groups[mask])
             if problem:
-                raise DataError(f"{what}: {problem}")
-            result = fit(np.where(mask, "train", np.where(test, "test", UNUSED)), labels)
-            cache[key] = result
-            log.info("%s: %d train rows, C=%g, test macro F1 %.3f", what, int(mask.sum()), result["C"],
-                     result["test"]["macro_f1"])
-        return cache[key]
+                cache[key] = problem
+            else:
+                result = fit(np.where(mask, "train", np.where(test, "test", UNUSED)), labels)
+                cache[key] = result
+                log.info("%s: %d train rows, C=%g, test macro F1 %.3f", what, int(mask.sum()), result["C"],
+                         result["test"]["macro_f1"])
+        got = cache[key]
+        if isinstance(got, str):
+            log.warning("sweep %s, repeat %d (%d train rows): skipped, the draw cannot be cross-validated: %s",
+                        _describe(regime, value), r, int(mask.sum()), got)
+            skipped_draws.append({"regime": regime, "value": None if value is None else float(value),
+                                  "n_per_class": None if regime != "size" or value is None else int(value),
+                                  "repeat": r, "n_train": int(mask.sum()), "reason": got})
+            return None
+        return got
 
     def row(regime: str, value: float | None, n: int | None, r: int, mask: np.ndarray, result: dict[str, Any],
             sid: str, **extra: Any) -> dict[str, Any]:
@@ -306,8 +362,9 @@ def sweep(fit: Callable[[np.ndarray, np.ndarray], dict[str, Any]], y: np.ndarray
     for n in sizes:
         for r in range(repeats):
             mask = subsample(y, split, n, r, seed)
-            result = run(mask, y, f"sweep size {n if n is not None else 'all'} per class, repeat {r}")
-            rows.append(row("size", None if n is None else float(n), n, r, mask, result, subsample_id(mask)))
+            result = run(mask, y, "size", n, r, f"sweep size {n if n is not None else 'all'} per class, repeat {r}")
+            if result is not None:
+                rows.append(row("size", None if n is None else float(n), n, r, mask, result, subsample_id(mask)))
     imbalance, label_noise = [float(f) for f in imbalance], [float(q) for q in label_noise]
     n_labels = n_classes if n_classes is not None else len(np.unique(y))
     if imbalance and n_labels != 2:
@@ -323,35 +380,67 @@ def sweep(fit: Callable[[np.ndarray, np.ndarray], dict[str, Any]], y: np.ndarray
         for f in imbalance:
             for r in range(repeats):
                 mask = imbalance_subsample(y, split, f, r, seed, n_total)
-                result = run(mask, y, f"class imbalance {f:g} positive of {n_total}, repeat {r}")
-                rows.append(row("imbalance", f, None, r, mask, result, subsample_id(mask),
-                                n_positive=int((y[mask] == POSITIVE).sum())))
+                result = run(mask, y, "imbalance", f, r, f"class imbalance {f:g} positive of {n_total}, repeat {r}")
+                if result is not None:
+                    rows.append(row("imbalance", f, None, r, mask, result, subsample_id(mask),
+                                    n_positive=int((y[mask] == POSITIVE).sum())))
     for q in label_noise:
         for r in range(repeats):
             mask, noisy = label_noise_sample(y, split, q, r, seed)
             if not np.array_equal(noisy[~mask], y[~mask]):  # the contract every score relies on
                 raise AssertionError("label noise changed a label outside the train split")
-            result = run(mask, noisy, f"label noise {q:g}, repeat {r}")
-            rows.append(row("label_noise", q, None, r, mask, result, subsample_id(mask, noisy),
-                            n_flipped=int((noisy != y).sum())))
+            result = run(mask, noisy, "label_noise", q, r, f"label noise {q:g}, repeat {r}")
+            if result is not None:
+                rows.append(row("label_noise", q, None, r, mask, result, subsample_id(mask, noisy),
+                                n_flipped=int((noisy != y).sum())))
+    drop = _impossible_values(skipped_draws, repeats)
+    if report is not None:
+        report.update(n_skipped_draws=len(skipped_draws), skipped_draws=skipped_draws, drop=drop)
     return rows
+
+
+def _impossible_values(skipped: list[dict[str, Any]], repeats: int) -> list[dict[str, Any]]:
+    """The (regime, value) pairs every repeat of which was skipped, each logged with the config key to drop it from."""
+    counts: dict[tuple[str, float | None], list[dict[str, Any]]] = {}
+    for draw in skipped:
+        counts.setdefault((draw["regime"], draw["value"]), []).append(draw)
+    drop = []
+    for (regime, value), draws in counts.items():
+        if len(draws) < repeats:
+            continue
+        shown = "null" if value is None else f"{value:g}"
+        log.warning("sweep %s: none of its %d repeats can be cross-validated (%s); drop %s from %s",
+                    _describe(regime, value), repeats, draws[0]["reason"], shown, CONFIG_KEYS[regime])
+        drop.append({"regime": regime, "value": value, "n_per_class": draws[0]["n_per_class"],
+                     "config_key": CONFIG_KEYS[regime], "reason": draws[0]["reason"]})
+    return drop
 
 
 def sweep_features(x: Any, y: np.ndarray, split: np.ndarray, *, sizes: Iterable[int | None], repeats: int,
                    n_classes: int, probe: dict[str, Any], seed: int, imbalance: Sequence[float] = (),
-                   label_noise: Sequence[float] = (), report: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """:func:`sweep` of the CV-selected probe (:func:`fit_probe`) on pooled features ``x``."""
+                   label_noise: Sequence[float] = (), report: dict[str, Any] | None = None,
+                   groups: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """:func:`sweep` of the CV-selected probe (:func:`fit_probe`) on pooled features ``x``.
+
+    ``groups``: None, or (n_docs,) group of every row (the prepared ``group`` column): each draw's
+    CV folds keep groups whole, and draws that grouped CV cannot split are skipped (:func:`sweep`).
+    """
     x = as_features(x)
-    return sweep(lambda s, labels: fit_probe(x, labels, s, n_classes=n_classes, seed=seed, **probe)[0], y, split,
-                 sizes=sizes, repeats=repeats, seed=seed, imbalance=imbalance, label_noise=label_noise,
-                 n_classes=n_classes, report=report)
+    return sweep(lambda s, labels: fit_probe(x, labels, s, n_classes=n_classes, seed=seed, groups=groups, **probe)[0],
+                 y, split, sizes=sizes, repeats=repeats, seed=seed, imbalance=imbalance, label_noise=label_noise,
+                 n_classes=n_classes, report=report, groups=groups)
 
 
 def sweep_tfidf(texts: list[str], y: np.ndarray, split: np.ndarray, *, sizes: Iterable[int | None], repeats: int,
                 n_classes: int, tfidf: dict[str, Any], probe: dict[str, Any], seed: int, imbalance: Sequence[float] = (),
-                label_noise: Sequence[float] = (), report: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """:func:`sweep` of the TF-IDF baseline (:func:`fit_tfidf`; vocabulary fitted on each draw's train rows only)."""
+                label_noise: Sequence[float] = (), report: dict[str, Any] | None = None,
+                groups: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """:func:`sweep` of the TF-IDF baseline (:func:`fit_tfidf`; vocabulary fitted on each draw's train rows only).
+
+    ``groups``: as for :func:`sweep_features`.
+    """
     tfidf = {k: v for k, v in tfidf.items() if k != "enabled"}
-    return sweep(lambda s, labels: fit_tfidf(texts, labels, s, n_classes=n_classes, seed=seed, **tfidf, **probe), y,
-                 split, sizes=sizes, repeats=repeats, seed=seed, imbalance=imbalance, label_noise=label_noise,
-                 n_classes=n_classes, report=report)
+    return sweep(lambda s, labels: fit_tfidf(texts, labels, s, n_classes=n_classes, seed=seed, groups=groups, **tfidf,
+                                             **probe),
+                 y, split, sizes=sizes, repeats=repeats, seed=seed, imbalance=imbalance, label_noise=label_noise,
+                 n_classes=n_classes, report=report, groups=groups)

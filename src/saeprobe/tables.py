@@ -163,23 +163,32 @@ SPLIT_SCHEMA: dict[str, Any] = {
 
 
 def grid_splits(paths: Iterable[str | Path], grid_df: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Per cell, test macro F1 mean ± std over the re-drawn splits (``probe.split_seeds``) and the dataset's own.
+    """Per cell, test macro F1 mean ± std over the dataset's own split and the re-drawn ones (``probe.split_seeds``).
 
     Args:
-        paths: probe unit folders; their ``*.splits.parquet`` files (one row per split seed) are read.
+        paths: probe unit folders; their ``*.splits.parquet`` files (one row per split: ``split_seed``
+            null = the dataset's own split, else the seed of a re-drawn one) are read.
     Returns:
-        One row per cell: its columns, ``splits`` (count), mean/std/min/max of test macro F1 and
-        the mean CV macro F1, over the re-drawn splits.
+        One row per cell: its columns, ``splits`` (count, the own split included), ``own_split``
+        (whether it is among them; files written before it was are not), mean/std/min/max of test
+        macro F1 and the mean CV macro F1 over those splits, and ``test_macro_f1_own`` (the own
+        split's, null without it).
     """
+    keys = ["dataset", "model", "family", "source", "layer", "pooling", "binarize"]
     files = folder_files(paths, "splits.parquet")
     if not files:
-        return pl.DataFrame(schema={**{k: v for k, v in SPLIT_SCHEMA.items() if k not in ("split_seed",)}})
+        return pl.DataFrame(schema={**{k: SPLIT_SCHEMA[k] for k in keys}, "binarize": pl.Float64, "splits": pl.UInt32,
+                                    "own_split": pl.Boolean, "test_macro_f1_mean": pl.Float64, "test_macro_f1_std": pl.Float64,
+                                    "min": pl.Float64, "max": pl.Float64, "cv_macro_f1_mean": pl.Float64,
+                                    "test_macro_f1_own": pl.Float64})
     df = pl.concat([pl.read_parquet(f).cast(SPLIT_SCHEMA) for f in files])  # type: ignore[arg-type]
-    keys = ["dataset", "model", "family", "source", "layer", "pooling", "binarize"]
+    own = pl.col("split_seed").is_null()
     return (df.group_by(keys, maintain_order=True)
-            .agg(pl.len().alias("splits"), pl.col("test_macro_f1").mean().alias("test_macro_f1_mean"),
+            .agg(pl.len().alias("splits"), own.any().alias("own_split"),
+                 pl.col("test_macro_f1").mean().alias("test_macro_f1_mean"),
                  pl.col("test_macro_f1").std().alias("test_macro_f1_std"), pl.col("test_macro_f1").min().alias("min"),
-                 pl.col("test_macro_f1").max().alias("max"), pl.col("cv_macro_f1").mean().alias("cv_macro_f1_mean"))
+                 pl.col("test_macro_f1").max().alias("max"), pl.col("cv_macro_f1").mean().alias("cv_macro_f1_mean"),
+                 pl.col("test_macro_f1").filter(own).first().alias("test_macro_f1_own"))
             .with_columns(pl.col("binarize").map_elements(parse_binarize, return_dtype=pl.Float64))
             .sort(keys, nulls_last=True))
 

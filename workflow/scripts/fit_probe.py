@@ -1,4 +1,6 @@
 """Snakemake adapter: fit the linear probes of one feature store, C chosen by CV per cell (saeprobe.probes)."""
+import numpy as np
+
 from saeprobe import data, predictions
 from saeprobe.grid import parse_binarize
 from saeprobe.io import atomic_path, setup_logging, write_json
@@ -17,6 +19,9 @@ groups = data.groups_of(frame)
 if p.split_seeds:  # probe.split_seeds: the same cells on each re-drawn split (text datasets; image ones have none)
     redrawn = data.read_splits(snakemake.input.splits) if snakemake.input.splits else None
     splits = {s: redrawn[data.split_column(s)].to_numpy() for s in p.split_seeds} if redrawn is not None else {}
+    for s in [s for s, drawn in splits.items() if np.array_equal(drawn, split)]:  # e.g. the run's own seed
+        log.warning("split seed %d draws the dataset's own split again: left out (the own split is counted once)", s)
+        del splits[s]
 with atomic_path(snakemake.output[0], directory=True) as out:
     for pooling, binarize in p.cells:
         x = load_cell(snakemake.input.features, pooling, binarize, frame.height)
@@ -24,8 +29,9 @@ with atomic_path(snakemake.output[0], directory=True) as out:
                                             **p.probe)
         arrays = predictions.finish(result, y, split, doc_id, len(label_names), **p.bootstrap, seed=p.seed)
         predictions.save(cell_file(str(out), pooling, binarize, "predictions.npz"), arrays)
-        if p.split_seeds and splits:
-            rows = fit_on_splits(x, y, splits, n_classes=len(label_names), seed=p.seed, groups=groups, **p.probe)
+        if p.split_seeds and redrawn is not None:  # the dataset's own split (split_seed null) and the re-drawn ones
+            rows = fit_on_splits(x, y, splits, own=result, n_classes=len(label_names), seed=p.seed, groups=groups,
+                                 **p.probe)
             cell = dict(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=pooling,
                         binarize=binarize)
             write_parquet(frame_of(rows, cell, SPLIT_SCHEMA), cell_file(str(out), pooling, binarize, "splits.parquet"))

@@ -6,6 +6,7 @@ from saeprobe.tables import grid_splits, write_table
 
 log = setup_logging(snakemake.log[0])
 df = grid_splits(snakemake.input)
-write_table(df, Path(snakemake.output[0]).with_suffix(""), "Test macro F1 over re-drawn splits (probe.split_seeds): mean, "
-            "std, min and max per cell; C by CV on each split's train rows")
+write_table(df, Path(snakemake.output[0]).with_suffix(""), "Test macro F1 over the dataset's own split and its re-drawn "
+            "ones (probe.split_seeds; `splits` counts both): mean, std, min and max per cell, and the own split's "
+            "(test_macro_f1_own); C by CV on each split's train rows")
 log.info("%d cells over re-drawn splits", df.height)

@@ -10,12 +10,13 @@ log = setup_logging(snakemake.log[0])
 w, p = snakemake.wildcards, snakemake.params
 frame, label_names = data.read(snakemake.input.data)
 y, split, doc_id = data.label_arrays(frame)
+groups = data.groups_of(frame)  # group_column: every k's CV folds keep each group whole
 with atomic_path(snakemake.output[0], directory=True) as out:
     for pooling, binarize in p.cells:
         x = load_cell(snakemake.input.features, pooling, binarize, frame.height)
         for ranking in p.rankings:
             probes = fit_ksparse(x, y, split, ranking=ranking, ks=p.ks, n_classes=len(label_names), probe=p.probe,
-                                 seed=p.seed)
+                                 seed=p.seed, groups=groups)
             arrays = {}
             for probe in probes:
                 arrays.update(predictions.finish(probe, y, split, doc_id, len(label_names), **p.bootstrap, seed=p.seed,

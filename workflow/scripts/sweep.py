@@ -15,16 +15,18 @@ dataset, label_names = data.read(snakemake.input.data)
 with atomic_path(snakemake.output[0], directory=True) as out:
     for pooling, binarize in p.cells:
         x = load_cell(snakemake.input.features, pooling, binarize, dataset.height)
-        report = {"sizes": p.sizes, "repeats": p.repeats, "imbalance": p.imbalance, "label_noise": p.label_noise,
-                  "seed": p.seed, "label_names": label_names}
-        try:
-            rows = sweep_features(x, dataset["label"].to_numpy(), dataset["split"].to_numpy(),
-                                  n_classes=len(label_names), sizes=p.sizes, repeats=p.repeats,
-                                  probe={**p.probe, "groups": data.groups_of(dataset)},
-                                  seed=p.seed, imbalance=p.imbalance, label_noise=p.label_noise, report=report)
-        except DataError as exc:
-            raise DataError(f"sweep on {snakemake.input.features} {pooling}__{binarize}: {exc}") from None
         cell = dict(model=w.model, dataset=w.dataset, source=w.source, layer=int(w.layer), pooling=pooling,
                     binarize=binarize)
+        # The cell in the report too: a cell whose every draw was skipped has no row to carry it.
+        report = {"sizes": p.sizes, "repeats": p.repeats, "imbalance": p.imbalance, "label_noise": p.label_noise,
+                  "seed": p.seed, "label_names": label_names, "cell": cell}
+        try:
+            rows = sweep_features(x, dataset["label"].to_numpy(), dataset["split"].to_numpy(),
+                                  n_classes=len(label_names), sizes=p.sizes, repeats=p.repeats, probe=p.probe,
+                                  seed=p.seed, imbalance=p.imbalance, label_noise=p.label_noise, report=report,
+                                  groups=data.groups_of(dataset))
+        except DataError as exc:
+            raise DataError(f"sweep on {snakemake.input.features} {pooling}__{binarize}: {exc}") from None
         write_parquet(frame(rows, cell, SWEEP_SCHEMA), cell_file(str(out), pooling, binarize, "parquet"), report)
-        log.info("%s__%s: %d sweep rows written", pooling, binarize, len(rows))
+        log.info("%s__%s: %d sweep rows written, %d draws skipped (cannot be cross-validated)", pooling, binarize,
+                 len(rows), report["n_skipped_draws"])
