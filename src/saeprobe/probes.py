@@ -30,6 +30,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, StandardScaler
 
+from saeprobe.bootstrap import present_class_proba
 from saeprobe.errors import DataError
 from saeprobe.io import atomic_path, reading
 from saeprobe.selection import one_se_band, one_se_choice, standard_error
@@ -79,24 +80,6 @@ def _cv(y_train: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = 
     return StratifiedGroupKFold(n_splits=min(folds, smallest, n_groups, fewest), shuffle=True, random_state=seed)
 
 
-def present_class_proba(proba: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """(n, len(present)) float64: ``proba``'s columns of the ``present`` classes, each row renormalised to sum to 1.
-
-    A row with zero probability on every present class (e.g. a softmax that underflowed to
-    exactly 0 outside the classes absent from the split) carries no ranking among the present
-    classes: it gets the uniform distribution over them (a tie in every one-vs-rest ranking),
-    not a row of zeros, which ``roc_auc_score`` rejects ("Target scores need to be
-    probabilities for multiclass roc_auc"). Any positive row sum, however small (subnormal
-    included), is divided out exactly (a floor such as 1e-300 left such rows summing to < 1).
-    """
-    p = np.asarray(proba, dtype=np.float64)[:, present]
-    total = p.sum(1, keepdims=True)
-    zero = total[:, 0] <= 0
-    out = np.divide(p, total, out=np.zeros_like(p), where=~zero[:, None])
-    out[zero] = 1.0 / len(present)
-    return out
-
-
 def _metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, Any]:
     """Scores of predictions on one split: n, macro_f1 (over ``n_classes``, :func:`macro_f1`),
     missing_classes, accuracy, auroc, confusion.
@@ -106,7 +89,7 @@ def _metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int)
     AUROC: None when fewer than two classes are present in ``y``; binary datasets: the AUROC of
     class 1's probability; otherwise one-vs-rest macro AUROC over the classes present in ``y``
     (two present: their binary AUROC) on the probabilities renormalised over those classes by
-    :func:`present_class_proba` (a row with zero probability on every present class counts as
+    :func:`saeprobe.bootstrap.present_class_proba` (a row with zero probability on every present class counts as
     uniform over them).
     """
     labels = np.arange(n_classes)
