@@ -5,6 +5,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.tree import DecisionTreeClassifier
 
+from saeprobe import baselines
 from saeprobe.baselines import BASELINES, ActiveColumns, QuantileBins, fit_baseline, select_and_fit
 from saeprobe.errors import ConfigError, DataError
 
@@ -80,7 +81,13 @@ def test_every_baseline_learns_and_reports_its_predictions(name, sparse):
     # pca_logreg's n_components 64 and 256 exceed the 20 dense features (capped to 19, deduplicated).
     candidates = {"pca_logreg": 6 if sparse else 4, "knn": 6, "hist_gradient_boosting": 1, "mlp": 2, "decision_tree": 2}
     assert len(res["cv_scores"]) == candidates[name]
-    assert res["cv_macro_f1"] == max(c["mean"] for c in res["cv_scores"])
+    # The one-standard-error rule: the reported CV score is the chosen candidate's; it is the simplest in the band.
+    chosen = next(c for c in res["cv_scores"] if c["params"] == res["params"])
+    assert res["cv_macro_f1"] == chosen["mean"] and res["cv_macro_f1_se"] == chosen["se"] and chosen["in_band"]
+    assert res["cv_best_macro_f1"] == max(c["mean"] for c in res["cv_scores"]) and res["selection_rule"] == "one_se"
+    assert res["cv_band_size"] == sum(c["in_band"] for c in res["cv_scores"]) >= 1
+    assert all(baselines.complexity_key(name, c["params"]) >= baselines.complexity_key(name, res["params"])
+               for c in res["cv_scores"] if c["in_band"])
     assert (res["C"] is None) == (name != "pca_logreg")
     assert set(res["predictions"]) == {"validation", "test"}
     for part in ("validation", "test"):
@@ -225,3 +232,90 @@ def test_grouped_cv_keeps_groups_whole():
     lonely = np.where(y == 0, 7, groups)  # class 0 lives in one group only
     with pytest.raises(DataError, match="single train group"):
         fit_baseline("knn", x, y, SPLIT, n_classes=3, seed=0, groups=lonely)
+
+
+def _cv_results(name, candidates, folds=5):
+    """A GridSearchCV ``cv_results_`` of baseline ``name``: ``candidates`` = [(pipeline params, mean, std)]."""
+    res = {"params": [p for p, _, _ in candidates], "mean_test_score": np.array([m for _, m, _ in candidates]),
+           "std_test_score": np.array([s for _, _, s in candidates])}
+    for i in range(folds):
+        res[f"split{i}_test_score"] = np.zeros(len(candidates))
+    return res
+
+
+def test_refit_callable_picks_the_simplest_candidate_within_one_standard_error():
+    """The argmax (the first best mean) is not chosen when a simpler candidate is within one SE of it."""
+    # knn: MORE neighbours is simpler. Best 0.80 (se 0.02/sqrt(4) = 0.01): band = means >= 0.79.
+    knn = _cv_results("knn", [({"knn__n_neighbors": 5, "knn__weights": "uniform"}, 0.80, 0.02),
+                              ({"knn__n_neighbors": 15, "knn__weights": "distance"}, 0.795, 0.01),
+                              ({"knn__n_neighbors": 15, "knn__weights": "uniform"}, 0.792, 0.01),
+                              ({"knn__n_neighbors": 45, "knn__weights": "uniform"}, 0.70, 0.01)], folds=4)
+    assert int(np.argmax(knn["mean_test_score"])) == 0
+    assert baselines.one_se_refit("knn")(knn) == 2  # 15 neighbours, uniform: within the band, simpler than 5 and than 'distance'
+    # pca_logreg: fewer components first, then smaller C.
+    pca = _cv_results("pca_logreg", [({"reduce__n_components": 64, "logreg__C": 1.0}, 0.90, 0.05),
+                                     ({"reduce__n_components": 16, "logreg__C": 1.0}, 0.89, 0.05),
+                                     ({"reduce__n_components": 16, "logreg__C": 0.01}, 0.88, 0.05),
+                                     ({"reduce__n_components": 256, "logreg__C": 0.01}, 0.95, 0.0)])
+    assert baselines.one_se_refit("pca_logreg")(pca) == 3  # the best has se 0: nothing else in its band
+    pca["std_test_score"][3] = 0.2  # se 0.089: band >= 0.861
+    assert baselines.one_se_refit("pca_logreg")(pca) == 2
+    # The choice does not depend on the order of the candidates.
+    order = [3, 1, 0, 2]
+    shuffled = {k: (np.asarray(v)[order] if isinstance(v, np.ndarray) else [v[i] for i in order]) for k, v in pca.items()}
+    assert order[baselines.one_se_refit("pca_logreg")(shuffled)] == 2
+    # mlp: fewer hidden units before a larger alpha; decision_tree: larger leaves; hgb: fewer leaves.
+    mlp = _cv_results("mlp", [({"mlp__hidden_layer_sizes": (128,), "mlp__alpha": 1.0}, 0.80, 0.05),
+                              ({"mlp__hidden_layer_sizes": (16,), "mlp__alpha": 1e-4}, 0.79, 0.05)])
+    assert baselines.one_se_refit("mlp")(mlp) == 1
+    tree = _cv_results("decision_tree", [({"tree__min_samples_leaf": 1}, 0.7, 0.05),
+                                         ({"tree__min_samples_leaf": 20}, 0.69, 0.05)])
+    assert baselines.one_se_refit("decision_tree")(tree) == 1
+    hgb = _cv_results("hist_gradient_boosting", [({"hgb__max_leaf_nodes": 31}, 0.7, 0.05),
+                                                 ({"hgb__max_leaf_nodes": None}, 0.71, 0.05),
+                                                 ({"hgb__max_leaf_nodes": 7}, 0.69, 0.05)])
+    assert baselines.one_se_refit("hist_gradient_boosting")(hgb) == 2
+
+
+def test_every_grid_parameter_has_a_complexity_order():
+    for name, spec in BASELINES.items():
+        assert set(spec.complexity) == set(spec.keys), name
+    with pytest.raises(KeyError, match="no complexity order"):
+        baselines.complexity_key("knn", {"C": 1.0})
+
+
+def test_fit_baseline_chooses_by_the_one_se_rule():
+    """Through the entry point: knn on an easy problem, where several neighbour counts score within one
+    SE of the best. The chosen candidate is the simplest of the band, not the argmax."""
+    x, y = _dense(seed=2)
+    res = fit_baseline("knn", x, y, SPLIT, n_classes=3, seed=0, grid={"n_neighbors": [1, 5, 15, 45]})
+    band = [c for c in res["cv_scores"] if c["in_band"]]
+    best = max(c["mean"] for c in res["cv_scores"])
+    best_se = max(c["se"] for c in res["cv_scores"] if c["mean"] == best)
+    assert [c["params"] for c in band] == [c["params"] for c in res["cv_scores"] if c["mean"] >= best - best_se - 1e-12]
+    assert res["params"] == max(band, key=lambda c: c["params"]["n_neighbors"])["params"]  # more neighbours = simpler
+    assert res["params"] != res["cv_best_params"]  # the argmax would have chosen another k
+    assert res["cv_macro_f1"] == next(c["mean"] for c in band if c["params"] == res["params"]) < res["cv_best_macro_f1"]
+
+
+def test_hist_gradient_boosting_with_classes_absent_from_test():
+    """T3: 12 classes, only 3 of them in test. Boosting with a large learning rate (as a widened grid
+    may ask for) drives the softmax of every class but the predicted one to exactly 0, so a test row
+    predicted as an absent class has no probability on any present class; probes._metrics
+    renormalised it to a row of zeros and roc_auc_score raised "Target scores need to be
+    probabilities for multiclass roc_auc" (the crash on TREC's label_fine). It now counts as
+    uniform over the present classes and the job finishes with an AUROC."""
+    rng = np.random.default_rng(1)
+    k = 12
+    y_train = np.repeat(np.arange(k), np.r_[[30, 30, 30], np.full(k - 3, 3)])
+    y_test = rng.integers(0, 3, 30)
+    y = np.concatenate([y_train, y_test])
+    centers = rng.normal(size=(k, 6)) * 1.5
+    x = centers[y] + rng.normal(size=(len(y), 6))
+    split = np.array(["train"] * len(y_train) + ["test"] * len(y_test))
+    res = fit_baseline("hist_gradient_boosting", x, y, split, n_classes=k, seed=0, cv_folds=3,
+                       grid={"learning_rate": [100.0], "max_iter": [5]})
+    _, proba = res["predictions"]["test"]
+    no_mass = proba[:, :3].sum(1) == 0
+    assert no_mass.any()  # the case of the crash is there
+    assert res["test"]["missing_classes"] == list(range(3, k)) and 0.0 <= res["test"]["auroc"] <= 1.0

@@ -4,14 +4,15 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
-from sklearn.linear_model import LogisticRegressionCV
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from saeprobe import data
+from saeprobe import data, probes
 from saeprobe.errors import DataError
-from saeprobe.probes import MACRO_F1, _cv, fit_cv, fit_probe, fit_tfidf
+from saeprobe.probes import MACRO_F1, _cv, _metrics, fit_cv, fit_probe, fit_tfidf
 from tests.helpers import write_parquet
 
 
@@ -129,11 +130,20 @@ def test_grouped_cv_folds_reduced_to_groups_and_a_class_in_one_group_is_an_error
         _cv(y, 5, 0, np.where(y == 2, 6, groups))
 
 
-def test_fit_cv_uses_grouped_folds_on_train_rows_only():
+def test_fit_cv_uses_grouped_folds_on_train_rows_only(monkeypatch):
     x, y, groups = _grouped_problem()
     train = groups < 20
+    seen = []
+
+    class Recording(LogisticRegressionCV):  # the CV scores' estimator, with the folds it was given recorded
+        def fit(self, *args, **kwargs):
+            seen.append(self.cv)
+            return super().fit(*args, **kwargs)
+
+    monkeypatch.setattr(probes, "LogisticRegressionCV", Recording)
     model, info = fit_cv(x, y, train, Cs=[0.1, 1.0], cv_folds=4, seed=3, groups=groups)
-    folds = model.named_steps["logreg"].cv
+    monkeypatch.undo()
+    (folds,) = seen
     assert len(folds) == info["cv_folds"] == 4 and info["cv_groups"] == 20
     g = groups[train]
     for fit_rows, test_rows in folds:
@@ -145,8 +155,9 @@ def test_fit_cv_uses_grouped_folds_on_train_rows_only():
 
 
 def test_fit_probe_without_groups_is_unchanged():
-    """groups=None is today's stratified k-fold path: the same C, CV scores and coefficients as
-    LogisticRegressionCV on StratifiedKFold(min(folds, smallest class)) built by hand."""
+    """groups=None is the stratified k-fold path: the CV scores of LogisticRegressionCV on
+    StratifiedKFold(min(folds, smallest class)) built by hand, C by the one-standard-error rule
+    computed by hand, and the coefficients of a plain LogisticRegression refitted at that C."""
     x, y, split = _problem(seed=5)
     kw = dict(Cs=[0.01, 0.1, 1.0], cv_folds=3, seed=3)
     res, coef, intercept = fit_probe(x, y, split, **kw)
@@ -158,11 +169,17 @@ def test_fit_probe_without_groups_is_unchanged():
     ref = Pipeline([("scale", StandardScaler()), ("logreg", LogisticRegressionCV(
         Cs=kw["Cs"], l1_ratios=(0.0,), cv=StratifiedKFold(n_splits=3, shuffle=True, random_state=3), scoring=MACRO_F1,
         class_weight="balanced", max_iter=500, tol=1e-4, random_state=3, n_jobs=1, use_legacy_attributes=False,
-        solver="lbfgs"))]).fit(x[train], y[train])
-    lr = ref.named_steps["logreg"]
-    assert res["C"] == float(np.ravel(lr.C_)[0]) and res["cv_folds"] == 3
-    scores = np.asarray(lr.scores_).reshape(-1, 3).mean(0)
-    assert list(res["cv_scores_by_C"].values()) == [float(s) for s in scores]
+        solver="lbfgs", refit=False))]).fit(x[train], y[train])
+    fold_scores = np.asarray(ref.named_steps["logreg"].scores_).reshape(-1, 3)
+    means, se = fold_scores.mean(0), fold_scores.std(0) / np.sqrt(3)
+    assert res["cv_folds"] == 3 and res["selection_rule"] == "one_se"
+    assert list(res["cv_scores_by_C"].values()) == [float(s) for s in means]
+    band = [c for c, m in zip(kw["Cs"], means) if m >= means.max() - se[means.argmax()] - 1e-12]
+    assert res["cv_band_Cs"] == band and res["C"] == min(band)
+    assert res["cv_best_C"] == kw["Cs"][int(means.argmax())] and res["cv_best_macro_f1"] == float(means.max())
+    lr = Pipeline([("scale", StandardScaler()), ("logreg", LogisticRegression(
+        C=res["C"], class_weight="balanced", max_iter=500, tol=1e-4, random_state=3, solver="lbfgs"))]
+    ).fit(x[train], y[train]).named_steps["logreg"]
     np.testing.assert_array_equal(coef, lr.coef_)
     np.testing.assert_array_equal(intercept, lr.intercept_)
     # Grouped folds choose on different folds: the CV scores change.
@@ -195,3 +212,60 @@ def test_grouped_split_removes_template_leakage(tmp_path):
     # Grouped CV on the same (row-split) train rows sees the leak too: its CV score is lower.
     leaky_cv = fit_probe(x, y, rows["split"].to_numpy(), groups=groups, **kw)[0]
     assert leaky_cv["cv_macro_f1"] < leaky["cv_macro_f1"] - 0.15
+
+
+def _flat_curve_problem():
+    """A weak binary signal whose CV curve is flat within its noise: C = 1 .. 1000 score exactly the
+    same (no regularisation left to change the predictions), a hair above C = 0.01 and 0.1."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 160)
+    x = rng.normal(size=(160, 20)) + np.eye(2, 20)[y] * 0.7
+    return x, y, np.array(["train"] * 120 + ["test"] * 40)
+
+
+def test_one_se_choice_of_C_does_not_hinge_on_a_tie_break_or_the_order_of_Cs():
+    """An argmax over a flat CV curve is decided by its tie-break: C in the config's order picks the
+    first of the tied Cs, the reversed order the last. The one-standard-error rule picks the
+    smallest C of the band whatever the order, and refits the same probe."""
+    x, y, split = _flat_curve_problem()
+    Cs = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
+    orders = [Cs, Cs[::-1], [10.0, 0.1, 1000.0, 0.01, 100.0, 1.0]]
+    fits = [fit_probe(x, y, split, Cs=order, cv_folds=5, seed=0) for order in orders]
+    res = fits[0][0]
+    means = np.array([res["cv_scores_by_C"][f"{c:g}"] for c in Cs])
+    # The curve is flat: more than one C in the band, and an argmax's tie-break would decide.
+    assert Cs[int(np.argmax(means))] != Cs[::-1][int(np.argmax(means[::-1]))]
+    for other, coef, intercept in fits[1:]:
+        assert other["C"] == res["C"] and other["cv_scores_by_C"] == res["cv_scores_by_C"]
+        np.testing.assert_array_equal(coef, fits[0][1])
+        np.testing.assert_array_equal(intercept, fits[0][2])
+    se_best = res["cv_se_by_C"][f"{res['cv_best_C']:g}"]
+    band = [c for c, m in zip(Cs, means) if m >= means.max() - se_best - 1e-12]
+    assert len(band) > 1 and res["cv_band_Cs"] == band and res["C"] == min(band) != res["cv_best_C"]
+
+
+def test_reported_cv_score_and_spread_are_those_of_the_chosen_C():
+    x, y, split = _flat_curve_problem()
+    res = fit_probe(x, y, split, Cs=[0.01, 0.1, 1.0, 10.0], cv_folds=5, seed=0)[0]
+    key = f"{res['C']:g}"
+    assert res["cv_macro_f1"] == res["cv_scores_by_C"][key] < max(res["cv_scores_by_C"].values())
+    assert res["selection_rule"] == "one_se" and res["C"] != res["cv_best_C"]
+    assert res["cv_best_macro_f1"] == max(res["cv_scores_by_C"].values())
+    assert res["cv_macro_f1_se"] == res["cv_se_by_C"][key] == pytest.approx(res["cv_macro_f1_std"] / np.sqrt(res["cv_folds"]))
+    assert res["cv_macro_f1"] >= res["cv_best_macro_f1"] - res["cv_se_by_C"][f"{res['cv_best_C']:g}"]
+
+
+def test_metrics_row_with_no_probability_on_the_present_classes_counts_as_uniform():
+    """T3: a multi-class split missing some classes; one row puts all its probability on an absent
+    class (a softmax that underflowed to 0 elsewhere). Renormalised over the present classes it
+    was a row of zeros and roc_auc_score raised; it now ranks as uniform over them."""
+    y = np.array([0, 1, 2, 0, 1, 2])  # classes 3 and 4 absent from this split
+    proba = np.array([[0.8, 0.1, 0.1, 0, 0], [0.1, 0.7, 0.2, 0, 0], [0.2, 0.2, 0.6, 0, 0],
+                      [0.5, 0.3, 0.1, 0.1, 0], [0.2, 0.5, 0.3, 0, 0], [0, 0, 0, 1.0, 0]])
+    m = _metrics(y, proba.argmax(1), proba, 5)
+    p = proba[:, :3] / np.array([[1.0], [1.0], [1.0], [0.9], [1.0], [np.inf]])  # renormalised by hand ...
+    p[5] = 1 / 3  # ... and the row without mass on classes 0-2 uniform over them
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro", labels=[0, 1, 2]))
+    # Two classes present: the binary AUROC of the renormalised pair, the empty row a tie at 0.5.
+    two = _metrics(np.array([0, 1, 1]), np.array([0, 1, 3]), np.array([[0.9, 0.1, 0, 0], [0.2, 0.8, 0, 0], [0, 0, 0, 1.0]]), 4)
+    assert two["auroc"] == pytest.approx(roc_auc_score([0, 1, 1], [0.1, 0.8, 0.5]))

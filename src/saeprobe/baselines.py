@@ -10,10 +10,13 @@ Selection (same protocol as :mod:`saeprobe.probes`): every baseline is a scikit-
 with a small hyper-parameter grid, searched by ``GridSearchCV`` with the macro-F1 scorer
 :data:`saeprobe.probes.MACRO_F1` over stratified k-fold splits of the *train rows only*
 (``StratifiedKFold(n_splits=min(cv_folds, smallest train class), shuffle=True,
-random_state=seed)``). The best candidate (ties: the first in grid order, which lists the
-simpler or more regularised value first) is refitted on all train rows and scored once on the
-validation split (when there is one) and the test split. Validation and test rows never enter
-fitting or selection; rows of any other split (e.g. 'unused') are neither fitted nor scored.
+random_state=seed)``). The candidate is chosen by the one-standard-error rule
+(:func:`saeprobe.selection.one_se_choice`, as C of the probes): among the candidates whose CV
+mean is within one standard error (fold std / sqrt(folds)) of the best one, the simplest by the
+baseline's complexity order (:attr:`Baseline.complexity`, :func:`one_se_refit`); it is refitted
+on all train rows and scored once on the validation split (when there is one) and the test
+split. Validation and test rows never enter fitting or selection; rows of any other split (e.g.
+'unused') are neither fitted nor scored.
 Every random component has ``random_state=seed``, so a rerun gives identical results.
 
 Scaling follows :mod:`saeprobe.probes`: ``StandardScaler`` for dense hidden states,
@@ -63,6 +66,29 @@ The baselines (grid values above a data-dependent cap are replaced by the cap an
     DecisionTreeClassifier(max_depth=5, class_weight='balanced', random_state=seed) — MOSAIC's
     depth-5 tree; on CSR directly. Grid: min_samples_leaf in {1, 20}.
 
+Complexity order of the one-standard-error rule (:attr:`Baseline.complexity`; lower = simpler or
+more regularised; compared parameter by parameter in the order listed, the model's size before
+its penalty, since size bounds what the model can fit whatever the penalty; a parameter absent
+from the grid is left out):
+
+``pca_logreg``
+    fewer ``n_components`` (a lower-dimensional linear model), then smaller ``C`` (stronger L2).
+``knn``
+    *more* ``n_neighbors`` (a vote over more neighbours is a smoother decision boundary; k = 1
+    memorises the train set), then ``weights`` 'uniform' before 'distance' (distance weights let
+    the nearest row dominate, interpolating the train set).
+``hist_gradient_boosting``
+    fewer ``max_leaf_nodes`` (None = unlimited counts as infinite), then fewer ``max_iter``
+    (boosting rounds), then larger ``l2_regularization``, then smaller ``learning_rate``
+    (stronger shrinkage of each tree).
+``mlp``
+    fewer hidden units in all (then fewer layers) of ``hidden_layer_sizes``, then larger
+    ``alpha`` (stronger L2).
+``decision_tree``
+    larger ``min_samples_leaf`` (fewer, larger leaves); ``criterion`` has no order (gini,
+    entropy and log_loss grow trees of the same size): candidates that differ only in it are
+    ranked by their CV mean.
+
 Fit time (GridSearchCV, 5 folds, and the refit; CPU-s on one core, threadpoolctl limit 1, of a
 shared 2-core VM; synthetic data with 80 % train rows):
 
@@ -103,6 +129,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from saeprobe.errors import ConfigError, DataError
 from saeprobe.probes import MACRO_F1, _cv, _metrics, as_features
+from saeprobe.selection import one_se_band, one_se_choice, standard_error
 
 TREE_DEPTH = 5
 HGB_MIN_SAMPLES_LEAF = 20
@@ -133,11 +160,14 @@ class FitShape:
 @dataclass(frozen=True)
 class Baseline:
     """A baseline: ``build(shape)`` -> its unfitted pipeline; ``grid``: the default hyper-parameter grid
-    in short names (the names reported in ``params``); ``keys``: short name -> pipeline parameter."""
+    in short names (the names reported in ``params``); ``keys``: short name -> pipeline parameter;
+    ``complexity``: short name -> function of a value returning a sortable rank (lower = simpler or
+    more regularised), one per key, in order of precedence (the module docstring gives the reasons)."""
 
     build: Callable[[FitShape], Pipeline]
     grid: dict[str, list[Any]]
     keys: dict[str, str]
+    complexity: dict[str, Callable[[Any], Any]]
 
 
 class ActiveColumns(TransformerMixin, BaseEstimator):
@@ -280,17 +310,49 @@ def _tree(s: FitShape) -> Pipeline:
     return Pipeline([("tree", DecisionTreeClassifier(max_depth=TREE_DEPTH, class_weight="balanced", random_state=s.seed))])
 
 
+def _ascending(value: Any) -> float:
+    """Rank of a parameter where a larger value is more complex (None = unlimited = infinite)."""
+    return math.inf if value is None else float(value)
+
+
+def _descending(value: Any) -> float:
+    """Rank of a parameter where a larger value is simpler (more neighbours, a stronger penalty)."""
+    return -float(value)
+
+
+def _units(sizes: Any) -> tuple[int, int]:
+    """Rank of ``hidden_layer_sizes``: total hidden units, then layers."""
+    sizes = (sizes,) if isinstance(sizes, (int, np.integer)) else tuple(sizes)
+    return (int(sum(sizes)), len(sizes))
+
+
+def _knn_weights(value: Any) -> int:
+    """Rank of KNN ``weights``: 'uniform' (0) before 'distance' (or a callable, 1)."""
+    return 0 if value == "uniform" else 1
+
+
+def _unordered(value: Any) -> int:
+    """A parameter without a complexity order: every value ranks the same."""
+    return 0
+
+
 BASELINES: dict[str, Baseline] = {
     "pca_logreg": Baseline(_pca_logreg, {"n_components": [16, 64, 256], "C": [0.01, 1.0]},
-                           {"n_components": "reduce__n_components", "C": "logreg__C"}),
+                           {"n_components": "reduce__n_components", "C": "logreg__C"},
+                           {"n_components": _ascending, "C": _ascending}),
     "knn": Baseline(_knn, {"n_neighbors": [5, 15, 45], "weights": ["uniform", "distance"]},
-                    {"n_neighbors": "knn__n_neighbors", "weights": "knn__weights"}),
+                    {"n_neighbors": "knn__n_neighbors", "weights": "knn__weights"},
+                    {"n_neighbors": _descending, "weights": _knn_weights}),
     "hist_gradient_boosting": Baseline(_hgb, {"learning_rate": [0.3]},
                                        {"learning_rate": "hgb__learning_rate", "max_leaf_nodes": "hgb__max_leaf_nodes",
-                                        "max_iter": "hgb__max_iter", "l2_regularization": "hgb__l2_regularization"}),
-    "mlp": Baseline(_mlp, {"alpha": [1e-4, 1.0]}, {"alpha": "mlp__alpha", "hidden_layer_sizes": "mlp__hidden_layer_sizes"}),
+                                        "max_iter": "hgb__max_iter", "l2_regularization": "hgb__l2_regularization"},
+                                       {"max_leaf_nodes": _ascending, "max_iter": _ascending,
+                                        "l2_regularization": _descending, "learning_rate": _ascending}),
+    "mlp": Baseline(_mlp, {"alpha": [1e-4, 1.0]}, {"alpha": "mlp__alpha", "hidden_layer_sizes": "mlp__hidden_layer_sizes"},
+                    {"hidden_layer_sizes": _units, "alpha": _descending}),
     "decision_tree": Baseline(_tree, {"min_samples_leaf": [1, 20]},
-                              {"min_samples_leaf": "tree__min_samples_leaf", "criterion": "tree__criterion"}),
+                              {"min_samples_leaf": "tree__min_samples_leaf", "criterion": "tree__criterion"},
+                              {"min_samples_leaf": _descending, "criterion": _unordered}),
 }
 """Baseline name -> :class:`Baseline` (see the module docstring for each pipeline and grid)."""
 
@@ -301,6 +363,43 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def complexity_key(name: str, params: dict[str, Any]) -> tuple[Any, ...]:
+    """Sort key of one candidate of baseline ``name`` (lower = simpler; :attr:`Baseline.complexity`).
+
+    Args:
+        params: the candidate's parameters, short names (``n_components``) or pipeline names
+            (``reduce__n_components``, as in ``GridSearchCV.cv_results_["params"]``).
+    Raises:
+        KeyError: a parameter the baseline does not know.
+    """
+    spec = BASELINES[name]
+    short = {v: k for k, v in spec.keys.items()}
+    named = {short.get(k, k): v for k, v in params.items()}
+    unknown = sorted(set(named) - set(spec.complexity))
+    if unknown:
+        raise KeyError(f"baseline {name!r} has no complexity order for {unknown}")
+    return tuple(rank(named[k]) for k, rank in spec.complexity.items() if k in named)
+
+
+def one_se_refit(name: str) -> Callable[[dict[str, Any]], int]:
+    """The one-standard-error rule for baseline ``name``, in ``GridSearchCV``'s ``refit=`` callable form.
+
+    The callable takes a ``cv_results_`` dict (``params``, ``mean_test_score``,
+    ``std_test_score`` and one ``split<i>_test_score`` per fold) and returns the index of the
+    candidate :func:`saeprobe.selection.one_se_choice` picks: the simplest by
+    :func:`complexity_key` among those whose CV mean is within one standard error
+    (``std_test_score / sqrt(folds)``) of the best mean; ties by the higher mean, then grid order.
+    """
+
+    def choose(cv_results: dict[str, Any]) -> int:
+        folds = sum(1 for k in cv_results if k.startswith("split") and k.endswith("_test_score"))
+        ses = standard_error(cv_results["std_test_score"], folds)
+        keys = [complexity_key(name, p) for p in cv_results["params"]]
+        return one_se_choice(cv_results["mean_test_score"], ses, complexity=keys)
+
+    return choose
 
 
 def _check(x: Any, y: np.ndarray, split: np.ndarray, rows: np.ndarray, n_classes: int) -> None:
@@ -332,7 +431,7 @@ def _grid(name: str, grid: dict[str, list[Any]] | None) -> dict[str, list[Any]]:
 def select_and_fit(name: str, x: Any, y: np.ndarray, train: np.ndarray, *, n_classes: int, seed: int = 42,
                    cv_folds: int = 5, n_jobs: int = 1, grid: dict[str, list[Any]] | None = None,
                    groups: np.ndarray | None = None) -> tuple[Pipeline, dict[str, Any]]:
-    """Grid-search baseline ``name`` by stratified CV on the rows ``train``; refit the best on all of them.
+    """Grid-search baseline ``name`` by stratified CV on the rows ``train``; refit the chosen candidate on all of them.
 
     Args:
         name: a key of :data:`BASELINES`.
@@ -346,10 +445,16 @@ def select_and_fit(name: str, x: Any, y: np.ndarray, train: np.ndarray, *, n_cla
             values such as hidden_layer_sizes [128] become tuples).
         groups: (n_docs,) group ids (``group_column``): the CV folds keep each group together
             (:func:`saeprobe.probes._cv`).
+    Selection: the one-standard-error rule (:func:`one_se_refit`; the module docstring gives
+    each baseline's complexity order).
+
     Returns:
-        (fitted pipeline, selection record: baseline, params (best, short names, JSON types), C,
-        cv_macro_f1 / cv_macro_f1_std (mean / std over folds of the best candidate), cv_scores
-        (every candidate's params, mean, std), cv_folds, n_train, n_features, early_stopping,
+        (fitted pipeline, selection record: baseline, params (chosen, short names, JSON types), C,
+        cv_macro_f1 / cv_macro_f1_std / cv_macro_f1_se (mean, std (ddof=0) and standard error over
+        folds of the chosen candidate), cv_best_params / cv_best_macro_f1 (the plain argmax, first
+        in grid order, for information), cv_band_size (candidates within one standard error of the
+        best), selection_rule ("one_se"), cv_scores (every candidate's params, mean, std, se,
+        in_band), cv_folds, n_train, n_features, early_stopping,
         fit_info (depth and leaves of a tree, boosting or training iterations, kept columns,
         PCA explained variance), convergence_warnings (of the refit)). Rows outside ``train`` are
         never read.
@@ -382,13 +487,18 @@ def select_and_fit(name: str, x: Any, y: np.ndarray, train: np.ndarray, *, n_cla
     spec = BASELINES[name]
     estimator = spec.build(shape)
     param_grid = {spec.keys[k]: _capped(k, v, shape) for k, v in _grid(name, grid).items()}
+    # refit=False and the refit below (GridSearchCV's own refit would mix its ConvergenceWarnings with those of
+    # the CV fits); the candidate is the one one_se_refit (a GridSearchCV refit callable) picks.
     search = GridSearchCV(estimator, param_grid, scoring=MACRO_F1, cv=cv, refit=False, n_jobs=n_jobs, error_score="raise")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         search.fit(x_train, y_train)
     res = search.cv_results_
-    best = int(search.best_index_)
-    model = clone(estimator).set_params(**search.best_params_)
+    chosen = one_se_refit(name)(res)
+    ses = standard_error(res["std_test_score"], len(cv))
+    band = one_se_band(res["mean_test_score"], ses)
+    best = int(np.argmax(res["mean_test_score"]))  # the plain argmax (first in grid order), for information
+    model = clone(estimator).set_params(**res["params"][chosen])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(x_train, y_train)
@@ -397,15 +507,21 @@ def select_and_fit(name: str, x: Any, y: np.ndarray, train: np.ndarray, *, n_cla
     def named(p: dict[str, Any]) -> dict[str, Any]:
         return {short[k]: _jsonable(v) for k, v in p.items()}
 
-    params = named(search.best_params_)
+    params = named(res["params"][chosen])
     info: dict[str, Any] = {
         "baseline": name,
         "params": params,
         "C": float(params["C"]) if "C" in params else None,
-        "cv_macro_f1": float(res["mean_test_score"][best]),
-        "cv_macro_f1_std": float(res["std_test_score"][best]),
-        "cv_scores": [{"params": named(p), "mean": float(m), "std": float(s)}
-                      for p, m, s in zip(res["params"], res["mean_test_score"], res["std_test_score"], strict=True)],
+        "cv_macro_f1": float(res["mean_test_score"][chosen]),
+        "cv_macro_f1_std": float(res["std_test_score"][chosen]),
+        "cv_macro_f1_se": float(ses[chosen]),
+        "cv_best_params": named(res["params"][best]),
+        "cv_best_macro_f1": float(res["mean_test_score"][best]),
+        "cv_band_size": int(band.sum()),
+        "selection_rule": "one_se",
+        "cv_scores": [{"params": named(p), "mean": float(m), "std": float(s), "se": float(e), "in_band": bool(b)}
+                      for p, m, s, e, b in zip(res["params"], res["mean_test_score"], res["std_test_score"], ses, band,
+                                               strict=True)],
         "cv_folds": len(cv),
         "n_train": int(train.sum()),
         "n_features": shape.n_features,

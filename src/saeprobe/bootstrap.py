@@ -177,6 +177,25 @@ def _weighted_auroc(score: np.ndarray, positive: np.ndarray, wt: np.ndarray) -> 
     return pairs / (w_pos.sum(0, dtype=np.float64) * cum[:, -1])
 
 
+def present_class_proba(proba: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """(n, len(present)) float64: ``proba``'s columns of the ``present`` classes, each row renormalised to sum to 1.
+
+    A row with zero probability on every present class (e.g. a softmax that underflowed to
+    exactly 0 outside the classes absent from the split) carries no ranking among the present
+    classes: it gets the uniform distribution over them (a tie in every one-vs-rest ranking),
+    not a row of zeros, which ``roc_auc_score`` rejects ("Target scores need to be
+    probabilities for multiclass roc_auc"). The one renormalisation of :func:`saeprobe.probes._metrics`
+    and of the resampled AUROC here. Any positive row sum, however small (subnormal
+    included), is divided out exactly (a floor such as 1e-300 left such rows summing to < 1).
+    """
+    p = np.asarray(proba, dtype=np.float64)[:, present]
+    total = p.sum(1, keepdims=True)
+    zero = total[:, 0] <= 0
+    out = np.divide(p, total, out=np.zeros_like(p), where=~zero[:, None])
+    out[zero] = 1.0 / len(present)
+    return out
+
+
 def _mixed_classes() -> DataError:
     return DataError("idx: expected every resample to hold the same classes (AUROC averages over the classes present); "
                      "draw the resamples with stratified_resamples")
@@ -209,7 +228,7 @@ def _block_scores(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, idx: np.nd
         out["auroc"] = _weighted_auroc(proba[:, 1], y == 1, wt)
     else:
         # One-vs-rest over the classes present, probabilities renormalised over them (as probes._metrics).
-        p = proba[:, present] / np.clip(proba[:, present].sum(1, keepdims=True), 1e-300, None)
+        p = present_class_proba(proba, present)
         if len(present) == 2:
             out["auroc"] = _weighted_auroc(p[:, 1], y == present[1], wt)
         else:

@@ -2,10 +2,12 @@
 
 Method (docs/DESIGN.md §5; Gallifant et al. 2025 §3.3, corrected): scikit-learn logistic
 regression, class-balanced, with the inverse regularisation ``C`` chosen by stratified k-fold
-cross-validation *on the train split only* (scoring: macro F1). The chosen model is refitted
-on the whole train split and evaluated once on the test split (macro F1 — the paper's main
-metric —, accuracy, AUROC, confusion matrix); the validation split, when the dataset has one,
-is scored the same way. Test rows never enter fitting or selection.
+cross-validation *on the train split only* (scoring: macro F1) under the one-standard-error
+rule (:mod:`saeprobe.selection`): the smallest C (the most regularised) whose CV mean is within
+one standard error of the best C's. The model is refitted at that C on the whole train split
+and evaluated once on the test split (macro F1 — the paper's main metric —, accuracy, AUROC,
+confusion matrix); the validation split, when the dataset has one, is scored the same way.
+Test rows never enter fitting or selection.
 
 Features are scaled before the solver (``MaxAbsScaler`` for sparse SAE features, which keeps
 them sparse; ``StandardScaler`` for dense hidden states); the scaler is fitted on train rows.
@@ -19,16 +21,19 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegressionCV
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, make_scorer, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MaxAbsScaler, StandardScaler
 
+from saeprobe.bootstrap import present_class_proba
 from saeprobe.errors import DataError
 from saeprobe.io import atomic_path, reading
+from saeprobe.selection import one_se_band, one_se_choice, standard_error
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | None = None) -> float:
@@ -76,6 +81,17 @@ def _cv(y_train: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = 
 
 
 def _metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Scores of predictions on one split: n, macro_f1 (over ``n_classes``, :func:`macro_f1`),
+    missing_classes, accuracy, auroc, confusion.
+
+    Args:
+        y, pred: (n,) int true and predicted classes. proba: (n, n_classes) float class probabilities.
+    AUROC: None when fewer than two classes are present in ``y``; binary datasets: the AUROC of
+    class 1's probability; otherwise one-vs-rest macro AUROC over the classes present in ``y``
+    (two present: their binary AUROC) on the probabilities renormalised over those classes by
+    :func:`saeprobe.bootstrap.present_class_proba` (a row with zero probability on every present class counts as
+    uniform over them).
+    """
     labels = np.arange(n_classes)
     present = np.unique(y)
     if len(present) < 2:
@@ -84,7 +100,7 @@ def _metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int)
         auroc = float(roc_auc_score(y, proba[:, 1]))
     else:
         # One-vs-rest over the classes present in this split (two present: the binary AUROC of them).
-        p = proba[:, present] / np.clip(proba[:, present].sum(1, keepdims=True), 1e-300, None)
+        p = present_class_proba(proba, present)
         if len(present) == 2:
             auroc = float(roc_auc_score(y == present[1], p[:, 1]))
         else:
@@ -123,49 +139,82 @@ def fit_cv(x: Any, y: np.ndarray, train: np.ndarray, *, Cs: list[float], cv_fold
            solver: str = "auto", groups: Any = None) -> tuple[Pipeline, dict[str, Any]]:
     """Fit the scaler + logistic regression on the rows ``train``, C chosen by stratified CV on those rows only.
 
+    Selection (the one-standard-error rule, :func:`saeprobe.selection.one_se_choice`): every C of
+    ``Cs`` is scored by CV macro F1 on the same folds (``LogisticRegressionCV(refit=False)``,
+    warm-started along the C path from the smallest C); the band is the Cs whose CV mean is within
+    one standard error (fold std, ddof=0, / sqrt(folds)) of the best C's; the chosen C is the
+    smallest C of the band (the most regularised). A plain ``LogisticRegression`` with the same
+    solver, class_weight, tol, max_iter and random_state is then refitted at that C on all train
+    rows. ``Cs`` are sorted and deduplicated first, so neither the scores nor the choice depend on
+    their order in the config.
+
     Args:
         x: (n_docs, n_features) features, scipy sparse or dense (see :func:`as_features`).
         y: (n_docs,) int labels. train: (n_docs,) bool mask of the rows to fit and select on.
+        Cs: candidate inverse regularisation strengths (> 0).
         groups: None, or (n_docs,) group of every row (the prepared ``group`` column): the CV folds
             then keep each group whole (:func:`_cv`); None = ungrouped stratified folds.
     Returns:
-        (fitted pipeline, selection record: C, cv_macro_f1(_std), cv_scores_by_C, cv_folds, n_train,
-        n_features, mean_active_features, convergence_warnings). Rows outside ``train`` are never read.
+        (fitted pipeline ``scale`` -> ``logreg`` (a ``LogisticRegression`` at the chosen C),
+        selection record: ``C`` (chosen), ``cv_macro_f1`` / ``cv_macro_f1_std`` /
+        ``cv_macro_f1_se`` (CV mean, fold std and standard error at the chosen C),
+        ``cv_best_C`` / ``cv_best_macro_f1`` (the plain argmax, for information; ties: the smaller
+        C), ``cv_band_Cs`` (the Cs of the band, ascending), ``cv_scores_by_C`` / ``cv_se_by_C``
+        ({f"{C:g}": CV mean / standard error}, ascending C), ``selection_rule`` ("one_se"),
+        cv_folds, solver, n_train, n_features, mean_active_features, convergence_warnings (CV
+        fits and refit), and cv_groups with ``groups``). Rows outside ``train`` are never read.
     Raises:
         DataError: no train rows, fewer than two classes, or a class with a single train example.
+        ValueError: empty ``Cs`` or a C <= 0.
     """
     if not train.any():
         raise DataError("no train rows")
     y_train = y[train]
     if len(np.unique(y_train)) < 2:
         raise DataError("the train split has a single class")
+    grid = sorted({float(c) for c in Cs})
+    if not grid or grid[0] <= 0:
+        raise ValueError(f"Cs must be a non-empty list of positive numbers, got {list(Cs)}")
     sparse = sp.issparse(x)
     x = as_features(x)
     groups_train = None if groups is None else np.asarray(groups)[train]
     splitter = _cv(y_train, cv_folds, seed, groups_train)
     # Grouped: the folds precomputed as (fit, held-out) index pairs (LogisticRegressionCV's cv= takes an iterable).
     cv = splitter if groups_train is None else list(splitter.split(np.zeros(len(y_train)), y_train, groups_train))
-    model = Pipeline([
-        ("scale", MaxAbsScaler() if sparse else StandardScaler()),
-        ("logreg", LogisticRegressionCV(
-            Cs=list(Cs), l1_ratios=(0.0,), cv=cv, scoring=MACRO_F1, class_weight=class_weight,
-            max_iter=max_iter, tol=tol, random_state=seed, n_jobs=n_jobs, use_legacy_attributes=False,
-            solver=choose_solver(solver, sparse),
-        )),
+    solver = choose_solver(solver, sparse)
+    scaler = MaxAbsScaler() if sparse else StandardScaler()
+    lr_kwargs = dict(class_weight=class_weight, max_iter=max_iter, tol=tol, random_state=seed, solver=solver)
+    path = Pipeline([
+        ("scale", clone(scaler)),
+        ("logreg", LogisticRegressionCV(Cs=grid, l1_ratios=(0.0,), cv=cv, scoring=MACRO_F1, refit=False, n_jobs=n_jobs,
+                                        use_legacy_attributes=False, **lr_kwargs)),
     ])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
+        path.fit(x[train], y_train)
+        lr_cv: LogisticRegressionCV = path.named_steps["logreg"]
+        scores = _cv_scores(lr_cv)  # (folds, Cs), columns in the order of ``grid``
+        Cs_ = [float(c) for c in lr_cv.Cs_]
+        means, stds = scores.mean(0), scores.std(0)
+        ses = standard_error(stds, scores.shape[0])
+        chosen = one_se_choice(means, ses, complexity=Cs_)  # lower C = more regularised
+        band = one_se_band(means, ses)
+        best = int(np.argmax(means))  # first maximum = the smallest C among exact ties (Cs_ ascending)
+        model = Pipeline([("scale", clone(scaler)), ("logreg", LogisticRegression(C=Cs_[chosen], **lr_kwargs))])
         model.fit(x[train], y_train)
-    lr: LogisticRegressionCV = model.named_steps["logreg"]
-    scores = _cv_scores(lr)
-    best = int(np.argmax(scores.mean(0)))
     info: dict[str, Any] = {
-        "C": float(lr.C_ if np.ndim(lr.C_) == 0 else np.ravel(lr.C_)[0]),
-        "cv_macro_f1": float(scores.mean(0)[best]),
-        "cv_macro_f1_std": float(scores.std(0)[best]),
-        "cv_scores_by_C": {f"{c:g}": float(s) for c, s in zip(lr.Cs_, scores.mean(0), strict=True)},
+        "C": Cs_[chosen],
+        "cv_macro_f1": float(means[chosen]),
+        "cv_macro_f1_std": float(stds[chosen]),
+        "cv_macro_f1_se": float(ses[chosen]),
+        "cv_best_C": Cs_[best],
+        "cv_best_macro_f1": float(means[best]),
+        "cv_band_Cs": [c for c, inside in zip(Cs_, band, strict=True) if inside],
+        "cv_scores_by_C": {f"{c:g}": float(m) for c, m in zip(Cs_, means, strict=True)},
+        "cv_se_by_C": {f"{c:g}": float(e) for c, e in zip(Cs_, ses, strict=True)},
+        "selection_rule": "one_se",
         "cv_folds": int(splitter.n_splits),
-        "solver": lr.solver,
+        "solver": solver,
         "n_train": int(train.sum()),
         "n_features": int(x.shape[1]),
         "mean_active_features": float(x[train].getnnz(axis=1).mean()) if sparse else float(x.shape[1]),
@@ -190,7 +239,7 @@ def predict(model: Pipeline, x: Any, mask: np.ndarray, n_classes: int) -> tuple[
 def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_folds: int = 5, max_iter: int = 500,
               class_weight: str | None = "balanced", tol: float = 1e-4, seed: int = 42, n_classes: int | None = None,
               n_jobs: int = 1, solver: str = "auto", groups: Any = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Fit a probe with C chosen by CV on the train split; score it on validation and test.
+    """Fit a probe with C chosen by CV on the train split (one-SE rule, :func:`fit_cv`); score it on validation and test.
 
     Args:
         x: (n_docs, n_features) features, scipy sparse or dense; row i = doc_id i.
@@ -220,7 +269,7 @@ def fit_probe(x: Any, y: np.ndarray, split: np.ndarray, *, Cs: list[float], cv_f
             pred, proba = predict(model, x, mask, n_classes)
             result[name] = _metrics(y[mask], pred, proba, n_classes)
             result["predictions"][name] = (pred, proba)
-    lr: LogisticRegressionCV = model.named_steps["logreg"]
+    lr: LogisticRegression = model.named_steps["logreg"]
     return result, np.asarray(lr.coef_), np.asarray(lr.intercept_)
 
 
