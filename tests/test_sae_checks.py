@@ -21,6 +21,7 @@ import torch
 import zarr
 
 from saeprobe import sae as sae_mod
+from saeprobe.activations import hook_point
 from saeprobe.errors import ConfigError, NonFiniteError
 from saeprobe.job import Job
 from saeprobe.sae import load_sae, train_sae
@@ -167,9 +168,8 @@ def _store(path: Path, d_model: int, layer: int = 1, convention: str = "block_ou
     rng = np.random.default_rng(0)
     docs = [rng.normal(size=(5, d_model)).astype(np.float32) for _ in range(n_docs)]
     write_dense_store(path, docs, [np.zeros(5, bool)] * n_docs, layer=layer)
-    zarr.open_group(str(path), mode="a").attrs.update(
-        {"model": "tiny", "d_model": d_model, "layer_convention": convention,
-         "hook_point": "blocks.{layer}.hook_resid_post" if convention == "block_output" else "hidden_states[{layer}] (block input)"})
+    zarr.open_group(str(path), mode="a").attrs.update({"model": "tiny", "d_model": d_model, "layer_convention": convention,
+                                                       "hook_point": hook_point(convention)})
     return path
 
 
@@ -263,4 +263,39 @@ def test_every_script_that_loads_an_sae_passes_what_the_checks_need():
                 callers.append(script.name)
                 assert {"d_model", "layer_convention", "hook_check"} <= {k.arg for k in node.keywords}, script.name
     assert {"encode_sae.py", "sae_quality.py"} <= set(callers)
-    assert sae_mod.HOOK_CHECKS == ("error", "warn")
+
+
+def test_the_schema_offers_the_hook_checks_the_library_knows():
+    from saeprobe.config import load_schema
+
+    key = load_schema()["properties"]["saes"]["additionalProperties"]["properties"]["hook_check"]
+    assert key["enum"] == list(sae_mod.HOOK_CHECKS) and key["default"] in sae_mod.HOOK_CHECKS
+
+
+def test_the_paper_configs_gemma_scope_saes_pass_their_hook_check(caplog):
+    """config/paper.yaml: Gemma Scope's layer_L SAEs (blocks.L.hook_resid_post, as SAELens' own loader
+    records it) pass on the block-output models; the MOSAIC twins read hidden_states[L], one block
+    earlier, on purpose, so they set hook_check: warn and are logged."""
+    import yaml
+    from sae_lens.loading.pretrained_sae_loaders import get_gemma_2_config_from_hf, handle_config_defaulting
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+    from sae_lens.saes.sae import SAEMetadata
+
+    from saeprobe.config import validate
+
+    config = validate(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    directory = get_pretrained_saes_directory()
+    checked = 0
+    for name, spec in config["saes"].items():
+        model = config["models"][spec["model"]]
+        for layer in spec.get("layers") or model["layers"]:
+            entry = directory[spec["release"]]
+            cfg = get_gemma_2_config_from_hf(entry.repo_id, entry.saes_map[spec["sae_id"].format(layer=layer)], "cpu")
+            hook = handle_config_defaulting(cfg)["metadata"]["hook_name"]
+            sae = SimpleNamespace(cfg=SimpleNamespace(metadata=SAEMetadata(hook_name=hook)))
+            caplog.clear()
+            sae_mod.check_sae_hook(sae, layer, model["layer_convention"], name, spec["model"], on_mismatch=spec["hook_check"])
+            warned = any(r.levelno == logging.WARNING for r in caplog.records)
+            assert warned == (model["layer_convention"] == "mosaic"), (name, layer, hook)
+            checked += 1
+    assert checked >= 30

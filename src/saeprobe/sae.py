@@ -33,8 +33,8 @@ from saeprobe.store import CHUNK_TOKENS, ActivationStore, AppendWriter, Backgrou
 log = logging.getLogger("saeprobe")
 
 
-def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name: str = "sae", trained_dir: str | Path | None = None,
-             *, d_model: int | None = None, layer_convention: str | None = None, hook_check: str = "error") -> Any:
+def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name: str = "sae",
+             trained_dir: str | Path | None = None, *, d_model: int | None = None, layer_convention: str | None = None, hook_check: str = "error") -> Any:
     """Load the SAE of ``spec`` for ``layer`` (inference form) and check that it can be used there.
 
     Every stage that loads an SAE goes through here, so every one makes the same checks:
@@ -468,11 +468,10 @@ def training_sae(spec: dict[str, Any], d_in: int, device: str, steps: int, hook_
                           JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, MatryoshkaBatchTopKTrainingSAE,
                           MatryoshkaBatchTopKTrainingSAEConfig, StandardTrainingSAE, StandardTrainingSAEConfig,
                           TopKTrainingSAE, TopKTrainingSAEConfig)
+    from sae_lens.saes.sae import SAEMetadata
 
     arch = spec["architecture"]
     width = int(spec["width"])
-    from sae_lens.saes.sae import SAEMetadata
-
     common = {"d_in": d_in, "d_sae": width, "device": device, "dtype": "float32",
               "normalize_activations": "expected_average_only_in"}
     if hook_name:
