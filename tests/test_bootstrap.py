@@ -140,6 +140,58 @@ def test_resamples_are_uniform_within_each_class():
     np.testing.assert_allclose(freq, 0.1, atol=0.003)  # each row drawn 1/10 of the time (sd ~ 0.0007)
 
 
+
+def _one_draw(y, n_resamples, seed):
+    """The resamples as drawn before blocks (issue 21 T10): all B x n uniforms in one call."""
+    _, cls = np.unique(y, return_inverse=True)
+    counts = np.bincount(cls)
+    order, first, size = np.argsort(cls, kind="stable"), (np.cumsum(counts) - counts)[cls], counts[cls]
+    u = np.random.default_rng([seed, bs.SALT]).random((n_resamples, len(y))) * size
+    return order[np.minimum(u.astype(np.int64), size - 1) + first]
+
+
+@pytest.mark.parametrize("block", [None, 1, 7, 50, 1000])
+def test_resample_blocks_are_the_resamples_whatever_the_block_size(block):
+    """Drawn in blocks, the resamples are those of one draw: results do not change (T10)."""
+    y = np.array([2] * 7 + [0] * 30 + [5] * 13)
+    blocks = list(bs.resample_blocks(y, 50, seed=4, block=block))
+    assert all(len(b) == (block or 50) for b in blocks[:-1]) and sum(map(len, blocks)) == 50
+    np.testing.assert_array_equal(np.concatenate(blocks), _one_draw(y, 50, 4))
+    np.testing.assert_array_equal(bs.stratified_resamples(y, 50, seed=4), _one_draw(y, 50, 4))
+
+
+def test_intervals_and_paired_differences_do_not_depend_on_the_block_size(monkeypatch):
+    y, pred, proba = _probe(300, 3, seed=8)
+    _, pred_b, proba_b = _probe(300, 3, seed=9)
+    idx = _one_draw(y, 400, 3)  # what the intervals were computed from before blocks
+    ref = bs.resampled_scores(y, pred, proba, idx, 3)
+    d_ref = ref["macro_f1"] - bs.resampled_scores(y, pred_b, proba_b, idx, 3)["macro_f1"]
+    for cells in (300 * 7, 300 * 400, 1 << 22):  # blocks of 7 resamples (the last one short), one block
+        monkeypatch.setattr(bs, "_BLOCK_CELLS", cells)
+        ci = bs.score_intervals(y, pred, proba, 3, n_resamples=400, seed=3)
+        assert all(ci[key] == list(bs.interval(ref[key])) for key in bs.METRICS)
+        pd = bs.paired_difference(y, (pred, proba), (pred_b, proba_b), 3, n_resamples=400, seed=3)
+        assert pd["ci"] == list(bs.interval(d_ref))
+
+
+def test_bootstrap_memory_does_not_grow_with_the_resamples(monkeypatch):
+    """T10: score_intervals and paired_difference hold one block of resamples at a time, never all
+    B x n indices (8 B x n bytes; 3.6 GB at B = 100,000 and n = 1,600 before)."""
+    import tracemalloc
+
+    monkeypatch.setattr(bs, "_BLOCK_CELLS", 1 << 14)
+    y, pred, proba = _probe(400, 3, seed=10)
+    peaks = {}
+    for b in (500, 8000):
+        tracemalloc.start()
+        bs.score_intervals(y, pred, proba, 3, n_resamples=b, seed=0)
+        bs.paired_difference(y, (pred, proba), (pred, proba), 3, n_resamples=b, seed=0)
+        peaks[b] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    whole = 8 * 8000 * len(y)  # one (B, n) int64 index array: 25.6 MB
+    assert peaks[8000] < whole / 8
+    assert peaks[8000] < peaks[500] + 16 * 8 * 8000  # grows by some (B,) float64 score arrays, not by B x n
+
 def test_accuracy_interval_has_the_binomial_width():
     """A stratified bootstrap of accuracy at 80% per class has sd sqrt(p(1-p)/n): resampling is done
     with replacement and at full size."""

@@ -39,7 +39,8 @@ class StoreRangeError(ConfigError, OverflowError):
 
 class NonFiniteError(SaeprobeError, FloatingPointError):
     """A model produced NaN or infinite activations (broken weights, or a compute ``dtype`` too
-    narrow for it); the message names the layer and documents. Also a :class:`FloatingPointError`."""
+    narrow for it); the message names the layer and documents. Also raised for an SAE whose weights
+    hold NaN or infinite entries (naming its folder and tensors). Also a :class:`FloatingPointError`."""
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

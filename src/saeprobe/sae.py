@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 import zarr
 
-from saeprobe.errors import ConfigError, DataError, one_line
+from saeprobe.errors import ConfigError, DataError, NonFiniteError, one_line
 from saeprobe.io import damaged
 from saeprobe.offline import offline_hint
 from saeprobe.activations import to_host
@@ -32,20 +33,47 @@ from saeprobe.store import CHUNK_TOKENS, ActivationStore, AppendWriter, Backgrou
 log = logging.getLogger("saeprobe")
 
 
-def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name: str = "sae", trained_dir: str | Path | None = None) -> Any:
-    """Load the SAE of ``spec`` for ``layer`` (inference form).
+def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name: str = "sae",
+             trained_dir: str | Path | None = None, *, d_model: int | None = None, layer_convention: str | None = None, hook_check: str = "error") -> Any:
+    """Load the SAE of ``spec`` for ``layer`` (inference form) and check that it can be used there.
+
+    Every stage that loads an SAE goes through here, so every one makes the same checks:
+
+    - the weights are finite (:func:`check_sae_finite`; always);
+    - its input width is the model's ``d_model`` (:func:`check_sae_input`; when ``d_model`` is given);
+    - the hook point it was trained on is the one this layer reads under ``layer_convention``
+      (:func:`check_sae_hook`; when ``layer_convention`` is given).
 
     Args:
-        spec: a ``saes.<name>`` config entry: ``release`` + ``sae_id``, ``path``, or ``train``.
-            ``{layer}`` in ``sae_id`` / ``path`` is filled in.
+        spec: a ``saes.<name>`` config entry: ``release`` + ``sae_id``, ``path``, or ``train``
+            (``model`` names the model in messages). ``{layer}`` in ``sae_id`` / ``path`` is filled in.
         trained_dir: for ``train`` SAEs, the folder written by :func:`train_sae`.
+        d_model: width of the activations the SAE will read (the activation store's ``d_model``).
+        layer_convention: the model's ``layer_convention`` (``block_output`` or ``mosaic``).
+        hook_check: ``saes.<name>.hook_check``: ``error`` (a hook mismatch raises) or ``warn``.
     Raises:
         ConfigError: the release/id or folder cannot be loaded; an id missing from a release
             listed in SAELens' directory, or an unknown release, is named with the closest
-            names (checked locally, before any download).
+            names (checked locally, before any download); the SAE's width is not ``d_model``;
+            its recorded hook point is not the one this layer reads (``hook_check: error``).
+        NonFiniteError: a weight tensor holds NaN or infinite entries.
         CacheError: the folder's ``cfg.json`` is not JSON or its weights file cannot be
             decoded (truncated); names the file, and for a ``train`` SAE the folder to rebuild.
     """
+    sae, where = _load(spec, layer, device, name, trained_dir)
+    model = str(spec.get("model", "?"))
+    if d_model is not None:
+        check_sae_input(sae, d_model, layer, name, model, where=where)
+    if layer_convention is not None:
+        check_sae_hook(sae, layer, layer_convention, name, model, where=where, on_mismatch=hook_check)
+    check_sae_finite(sae, name, where, built="train" in spec)
+    return sae
+
+
+def _load(spec: dict[str, Any], layer: int, device: str | torch.device, name: str,
+          trained_dir: str | Path | None) -> tuple[Any, str]:
+    """The SAE of :func:`load_sae` (unchecked) and where it came from, for messages: the folder, or
+    the id and release."""
     from safetensors import SafetensorError
     from sae_lens import SAE
     from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
@@ -57,7 +85,7 @@ def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name:
         if problem and problem[0] == "id":
             raise ConfigError(f"saes.{name}.sae_id: {problem[1]}")
         try:
-            return SAE.from_pretrained(release, sae_id, device=device)
+            return SAE.from_pretrained(release, sae_id, device=device), f"'{sae_id}' of release '{release}'"
         except Exception as exc:
             if problem:  # not in SAELens' directory, and not a loadable Hugging Face repo either
                 raise ConfigError(f"saes.{name}.release: {problem[1]} ({one_line(exc)})") from exc
@@ -69,7 +97,7 @@ def load_sae(spec: dict[str, Any], layer: int, device: str | torch.device, name:
     if not (folder / "cfg.json").exists():
         raise ConfigError(f"saes.{name}: no SAELens folder (cfg.json + weights) at '{folder}'")
     try:
-        return SAE.load_from_disk(str(folder), device=device)
+        return SAE.load_from_disk(str(folder), device=device), f"in '{folder}'"
     except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError) as exc:  # a file, not the config, is broken
         file = folder / (SAE_WEIGHTS_FILENAME if isinstance(exc, SafetensorError) else SAE_CFG_FILENAME)
         raise damaged(file, exc, rebuild=folder, built="train" in spec) from exc
@@ -101,18 +129,138 @@ def _pretrained_problem(release: str, sae_id: str) -> tuple[str, str] | None:
     return "id", f"release '{release}' has no SAE id '{sae_id}' ({len(ids)} ids{hint})"
 
 
-def check_sae_input(sae: Any, d_model: int, layer: int, name: str, model: str) -> None:
+def check_sae_input(sae: Any, d_model: int, layer: int, name: str, model: str, *, where: str = "") -> None:
     """Raise :class:`ConfigError` when the SAE's input width is not the model's residual width.
 
     Args:
         d_model: width of the stored activations of ``model`` at ``layer``.
+        where: the SAE's folder or release, for the message (as :func:`load_sae` words it).
     """
     d_in = int(sae.cfg.d_in)
     if d_in != d_model:
         raise ConfigError(
-            f"saes.{name}: the SAE reads vectors of width d_in={d_in}, but model '{model}' has d_model={d_model} "
-            f"at layer {layer}; is saes.{name}.model right, and is the SAE for this model?"
+            f"saes.{name}: the SAE{' ' + where if where else ''} reads vectors of width d_in={d_in}, but model '{model}' "
+            f"has d_model={d_model} at layer {layer}; is saes.{name}.model right, and is the SAE for this model?"
         )
+
+
+#: Values of ``saes.<name>.hook_check``: what a hook-point mismatch does (:func:`check_sae_hook`).
+HOOK_CHECKS = ("error", "warn")
+_RESID_HOOK = re.compile(r"(?:^|\.)blocks\.(\d+)\.hook_resid_(pre|post)$")
+_BLOCK_HOOK = re.compile(r"(?:^|\.)blocks\.\d+\.")
+
+
+def resid_hook_name(layer: int, convention: str) -> str:
+    """The TransformerLens name of the residual-stream point that ``layer`` reads (docs/DESIGN.md §5).
+
+    ``block_output``: the output of block L, ``blocks.L.hook_resid_post`` (Gemma Scope's
+    ``layer_L``); ``mosaic``: ``hidden_states[L]``, the input of block L, ``blocks.L.hook_resid_pre``
+    (the same point as ``blocks.{L-1}.hook_resid_post``). What a workflow-trained SAE records as its
+    ``hook_name`` (:func:`train_sae`).
+
+    Raises:
+        ValueError: an unknown convention.
+    """
+    if convention == "block_output":
+        return f"blocks.{layer}.hook_resid_post"
+    if convention == "mosaic":
+        return f"blocks.{layer}.hook_resid_pre"
+    raise ValueError(f"layer_convention {convention!r}: expected block_output or mosaic")
+
+
+def _stream_point(hook: str) -> int | None:
+    """Which residual-stream point a TransformerLens hook name is: the input of block P, counting
+    ``blocks.P.hook_resid_pre`` and ``blocks.{P-1}.hook_resid_post`` as the same; None for any
+    other name (prefixes such as ``language_model.`` are ignored)."""
+    m = _RESID_HOOK.search(hook)
+    if m is None:
+        return None
+    return int(m.group(1)) + (m.group(2) == "post")
+
+
+def check_sae_hook(sae: Any, layer: int, convention: str, name: str, model: str, *, where: str = "",
+                   on_mismatch: str = "error") -> None:
+    """Check the hook point the SAE was trained on against the one ``layer`` reads under ``convention``.
+
+    The SAE's hook is SAELens' ``sae.cfg.metadata.hook_name`` (a folder's ``cfg.json``
+    ``metadata.hook_name``; ``hook_point`` / ``hook_name`` of pre-6.0 configs; set by SAELens'
+    loaders for its releases, e.g. Gemma Scope's ``blocks.12.hook_resid_post``). It matches when it
+    names the same residual-stream point as :func:`resid_hook_name` (``blocks.L.hook_resid_pre`` =
+    ``blocks.{L-1}.hook_resid_post``; a prefix before ``blocks.`` is ignored). An SAE that records
+    no hook name, or one that is not a TransformerLens name, is accepted and logged (it cannot be
+    checked); a TransformerLens hook elsewhere in a block (``hook_mlp_out``, ``attn.hook_z``, ...)
+    is a mismatch.
+
+    Args:
+        where: the SAE's folder or release (as :func:`load_sae` words it), for the message.
+        on_mismatch: ``error`` (raise) or ``warn`` (log a warning and go on): ``saes.<name>.hook_check``.
+    Raises:
+        ConfigError: a mismatch with ``on_mismatch="error"``; the message names the SAE, where it
+            came from, the hook it was trained on, the hook this layer reads, the layer it would
+            fit, and the key that downgrades the error to a warning.
+        ValueError: an unknown ``convention`` or ``on_mismatch``.
+    """
+    if on_mismatch not in HOOK_CHECKS:
+        raise ValueError(f"hook_check {on_mismatch!r}: expected one of {', '.join(HOOK_CHECKS)}")
+    expected = resid_hook_name(layer, convention)
+    metadata = getattr(sae.cfg, "metadata", None)
+    hook = metadata.get("hook_name") if metadata is not None else None
+    sae_text = f"saes.{name}: the SAE{' ' + where if where else ''}"
+    if not hook:
+        log.info("%s records no hook name (cfg.json metadata.hook_name): not checked against %s", sae_text, expected)
+        return
+    hook = str(hook)
+    point = _stream_point(hook)
+    if point is None and not _BLOCK_HOOK.search(hook):
+        log.warning("%s was trained on '%s', not a TransformerLens hook name: cannot check it against %s (layer %d, "
+                    "layer_convention %s)", sae_text, hook, expected, layer, convention)
+        return
+    if point == _stream_point(expected):
+        return
+    reads = expected if convention == "block_output" or layer == 0 else f"{expected} = blocks.{layer - 1}.hook_resid_post"
+    if point is None:
+        fits = "; it is not a residual-stream SAE"
+    else:
+        here = point if convention == "mosaic" else point - 1  # the layer it fits under this convention
+        other, other_layer = ("mosaic", point) if convention == "block_output" else ("block_output", point - 1)
+        options = [f"layer {here}"] if here >= 0 else []
+        if other_layer >= 0:
+            options.append(f"layer {other_layer} with models.{model}.layer_convention: {other}")
+        fits = f"; it fits {', or '.join(options)}" if options else ""
+    mismatch = (f"{sae_text} was trained on '{hook}', but layer {layer} of model '{model}' reads {reads} "
+                f"(layer_convention: {convention}){fits}")
+    if on_mismatch == "error":
+        raise ConfigError(f"{mismatch}. Use the SAE trained for this layer, or set saes.{name}.hook_check: warn "
+                          "to use it anyway")
+    log.warning("%s; used anyway (saes.%s.hook_check: warn)", mismatch, name)
+
+
+def check_sae_finite(sae: Any, name: str, where: str = "", *, built: bool = False) -> None:
+    """Raise :class:`NonFiniteError` when a weight tensor of the SAE holds NaN or infinite entries.
+
+    Every floating-point tensor of ``sae.state_dict()`` is counted in slices of 2^24 entries (a
+    bounded temporary mask whatever the width).
+
+    Args:
+        where: the SAE's folder or release, for the message. built: a workflow-trained SAE (the
+            message then suggests a lower learning rate and a rebuild instead of another SAE).
+    Raises:
+        NonFiniteError: names the SAE, where it came from, each bad tensor and how many of its
+            entries are NaN or infinite.
+    """
+    bad = []
+    for key, tensor in sae.state_dict().items():
+        if not tensor.is_floating_point():
+            continue
+        flat = tensor.detach().reshape(-1)
+        count = sum(int((~torch.isfinite(part)).sum()) for part in flat.split(1 << 24))
+        if count:
+            bad.append(f"{key} ({count:,} of {flat.numel():,} entries)")
+    if bad:
+        fix = (f"its training diverged: lower saes.{name}.train.lr (the SAE is then retrained)" if built
+               else "replace the SAE's weights")
+        raise NonFiniteError(f"saes.{name}: the SAE{' ' + where if where else ''} has NaN or infinite weights in "
+                             f"{', '.join(bad)}; {fix}")
 
 
 # --------------------------------------------------------------------------- training data
@@ -287,8 +435,11 @@ SPARSITY_KEY = {"topk": "k", "batchtopk": "k", "matryoshka_batchtopk": "k", "jum
 THRESHOLD_SAVED = ("batchtopk", "matryoshka_batchtopk")
 
 
-def training_sae(spec: dict[str, Any], d_in: int, device: str, steps: int) -> Any:
+def training_sae(spec: dict[str, Any], d_in: int, device: str, steps: int, hook_name: str | None = None) -> Any:
     """The SAELens training SAE of a ``saes.<name>.train`` entry (validated; scalar width / k).
+
+    ``hook_name`` (:func:`resid_hook_name`) is recorded in the SAE's metadata, so the saved
+    ``cfg.json`` says which hook point it was trained on (:func:`check_sae_hook` reads it).
 
     Architectures (SAELens' own classes and configs, ``sae_lens.saes``):
 
@@ -317,11 +468,14 @@ def training_sae(spec: dict[str, Any], d_in: int, device: str, steps: int) -> An
                           JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, MatryoshkaBatchTopKTrainingSAE,
                           MatryoshkaBatchTopKTrainingSAEConfig, StandardTrainingSAE, StandardTrainingSAEConfig,
                           TopKTrainingSAE, TopKTrainingSAEConfig)
+    from sae_lens.saes.sae import SAEMetadata
 
     arch = spec["architecture"]
     width = int(spec["width"])
     common = {"d_in": d_in, "d_sae": width, "device": device, "dtype": "float32",
               "normalize_activations": "expected_average_only_in"}
+    if hook_name:
+        common["metadata"] = SAEMetadata(hook_name=hook_name)
     warm = steps // 20
     # BatchTopK's saved threshold is an exponential moving average of the batches' smallest kept
     # activation, started at 0 and moved by topk_threshold_lr (SAELens' 0.01) per step: after n
@@ -353,7 +507,7 @@ def training_sae(spec: dict[str, Any], d_in: int, device: str, steps: int) -> An
 
 
 def train_sae(x: torch.Tensor, out_dir: str | Path, spec: dict[str, Any], *, seed: int, device: str = "cpu",
-              metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+              metadata: dict[str, Any] | None = None, hook_name: str | None = None) -> dict[str, Any]:
     """Train a SAELens SAE of any :data:`ARCHITECTURES` on activation vectors; save it in SAELens format.
 
     The buffer is split into held-out rows (the first ``heldout_fraction``; ``x`` comes shuffled
@@ -373,6 +527,9 @@ def train_sae(x: torch.Tensor, out_dir: str | Path, spec: dict[str, Any], *, see
             key (``k`` / ``l0_coefficient`` / ``l1_coefficient``), ``training_tokens``,
             ``batch_size``, ``lr`` (Adam; cosine-annealed to lr/10 after a warm-up of
             min(100, steps/10)), ``heldout_fraction``, architecture keys (:func:`training_sae`).
+        metadata: extra keys for the returned training log.
+        hook_name: the hook point the vectors come from (:func:`resid_hook_name`), recorded in
+            ``cfg.json`` as SAELens' ``metadata.hook_name``.
     Returns:
         Training log: architecture, width, k (k architectures, else None), sparsity setting,
         steps, loss curve (≤ 50 points), and ``heldout`` quality of the *saved* SAE (L0,
@@ -394,7 +551,7 @@ def train_sae(x: torch.Tensor, out_dir: str | Path, spec: dict[str, Any], *, see
         log.warning("only %d training vectors: batch size reduced to %d", len(train), batch_size)
     train = train.to(device)  # once: batches are gathered on the device
     steps = max(1, training_tokens // batch_size)
-    sae = training_sae(spec, int(x.shape[1]), device, steps)
+    sae = training_sae(spec, int(x.shape[1]), device, steps, hook_name)
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch_size, train_batch_size_samples=batch_size, lr=lr, lr_end=lr / 10,
         lr_scheduler_name="cosineannealing", lr_warm_up_steps=min(100, steps // 10),
@@ -441,11 +598,11 @@ def train_sae(x: torch.Tensor, out_dir: str | Path, spec: dict[str, Any], *, see
 
 def train_topk(x: torch.Tensor, out_dir: str | Path, *, width: int, k: int, training_tokens: int, batch_size: int,
                lr: float, heldout_fraction: float, seed: int, device: str = "cpu",
-               metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+               metadata: dict[str, Any] | None = None, hook_name: str | None = None) -> dict[str, Any]:
     """A TopK SAE through :func:`train_sae` (kept for callers of the former TopK-only function)."""
     spec = {"architecture": "topk", "width": width, "k": k, "training_tokens": training_tokens, "batch_size": batch_size,
             "lr": lr, "heldout_fraction": heldout_fraction}
-    return train_sae(x, out_dir, spec, seed=seed, device=device, metadata=metadata)
+    return train_sae(x, out_dir, spec, seed=seed, device=device, metadata=metadata, hook_name=hook_name)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -37,6 +37,7 @@ rule encode_sae:
         directory(sl.CODES),
     params:
         sae=lambda w: sg.encode_settings(config, w.sae),
+        hook_check=lambda w: config["saes"][w.sae]["hook_check"],
         rerun_on_weights=lambda w: sae_weights_fingerprint(w.sae, w.layer),
         runtime=runtime(device=config["device"], batch_size=lambda w: config["saes"][w.sae]["batch_size"]),
     threads: TORCH_THREADS
@@ -61,6 +62,7 @@ rule sae_quality:
         sl.SAE_QUALITY,
     params:
         sae=lambda w: sg.encode_settings(config, w.sae),
+        hook_check=lambda w: config["saes"][w.sae]["hook_check"],
         model=lambda w: config["models"][model_of(w.sae)],
         datasets=lambda w: sg.sae_quality_datasets(config, w.sae),
         loss_datasets=lambda w: sg.sae_loss_datasets(config, w.sae),

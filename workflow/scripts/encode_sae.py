@@ -6,15 +6,17 @@ import zarr
 from saeprobe import data
 from saeprobe.io import atomic_path
 from saeprobe.job import setup
-from saeprobe.sae import check_sae_input, encode_store, load_sae
+from saeprobe.sae import encode_store, load_sae
 from saeprobe.store import ActivationStore
 
 sae_name, layer = snakemake.wildcards.sae, int(snakemake.wildcards.layer)
 spec, runtime = snakemake.params.sae, snakemake.params.runtime
 job = setup(snakemake)
-sae = load_sae(spec, layer, job.device, sae_name, trained_dir=snakemake.input.sae or None)
 store = ActivationStore(snakemake.input.activations)
-check_sae_input(sae, int(store.attrs["d_model"]), layer, sae_name, snakemake.wildcards.model)
+# The loader checks the weights, the width and the hook point against what the store holds.
+sae = load_sae(spec, layer, job.device, sae_name, trained_dir=snakemake.input.sae or None,
+               d_model=int(store.attrs["d_model"]), layer_convention=store.attrs["layer_convention"],
+               hook_check=snakemake.params.hook_check)
 frame, _ = data.read(snakemake.input.data)
 heldout = frame["split"].to_numpy() != "train"
 

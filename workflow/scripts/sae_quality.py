@@ -17,8 +17,11 @@ p = snakemake.params
 settings, spec, model_spec = p.settings, p.sae, p.model
 job = setup(snakemake, dtype=model_spec["dtype"])
 trained = "train" in spec
-sae = load_sae(spec, layer, job.device, sae_name, trained_dir=snakemake.input.sae if trained else None)
 stores = [ActivationStore(path) for path in snakemake.input.activations]
+# The loader checks the weights, the width and the hook point against what the stores hold.
+sae = load_sae(spec, layer, job.device, sae_name, trained_dir=snakemake.input.sae if trained else None,
+               d_model=int(stores[0].attrs["d_model"]), layer_convention=stores[0].attrs["layer_convention"],
+               hook_check=p.hook_check)
 splits = [data.read(path)[0]["split"].to_numpy() for path in snakemake.input.data]
 heldout = [s != "train" for s in splits]
 x = collect_vectors(stores, heldout, layer, settings["max_tokens"], p.seed)

@@ -2,7 +2,7 @@
 from saeprobe import data
 from saeprobe.io import atomic_path, write_json
 from saeprobe.job import setup
-from saeprobe.sae import collect_vectors, train_sae
+from saeprobe.sae import collect_vectors, resid_hook_name, train_sae
 from saeprobe.store import ActivationStore
 
 sae_name, layer = snakemake.wildcards.sae, int(snakemake.wildcards.layer)
@@ -19,6 +19,7 @@ with atomic_path(snakemake.output[0], directory=True) as tmp:
         x, tmp, cfg, seed=seed, device=str(job.device),
         metadata={"sae": sae_name, "layer": layer, "model": stores[0].attrs["model"],
                   "hook_point": stores[0].attrs["hook_point"].format(layer=layer), "train_datasets": datasets},
+        hook_name=resid_hook_name(layer, stores[0].attrs["layer_convention"]),
     )
     write_json(tmp / "training_log.json", report)
 q = report["heldout"]
