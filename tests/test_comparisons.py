@@ -150,7 +150,11 @@ def test_ksparse_tables_and_binarize_vs_ksparse(tmp_path):
     df = ksparse_table(files)
     assert df.height == 6 and df["features"].to_list()[:3] == [[0], [0, 1], [0, 1, 2, 3, 4]]
     c = ksparse_comparisons(df, **BOOT)
-    assert c["k"].to_list() == [1, 2, 5]
+    assert c.filter(pl.col("ranking") == "mean_diff")["k"].to_list() == [1, 2, 5]
+    # One ranking run: the symmetric rows (over every ranking) are the same comparisons.
+    best_rows = c.filter(pl.col("ranking") == "best")
+    assert best_rows["k"].to_list() == [1, 2, 5]
+    assert best_rows["difference"].to_list() == c.filter(pl.col("ranking") == "mean_diff")["difference"].to_list()
     assert c["verdict"][0] == "win"  # feature 0 carries the signal, the reversed hidden dims put it last
     # A binarized all-feature probe of the same store and pooling, with 1.5 active features per document.
     folder = tmp_path / "grid"
@@ -161,7 +165,7 @@ def test_ksparse_tables_and_binarize_vs_ksparse(tmp_path):
     versus = binarize_vs_ksparse(g, df, **BOOT)
     assert versus.height == 3 and versus["threshold"].to_list() == [1.0] * 3
     assert versus.filter("matched")["k"].to_list() == [2]  # smallest k >= 1.5
-    s = summary(_grid(tmp_path / "g2"), comparisons(_grid(tmp_path / "g2"), **BOOT), df)
+    s = summary(_grid(tmp_path / "g2"), comparisons(_grid(tmp_path / "g2"), **BOOT), df, **BOOT)
     assert "sae · k-sparse k=1" in s["entry"].to_list()
     md = summary_markdown(s, comparisons(_grid(tmp_path / "g2"), **BOOT), c, 0.95)
     assert "Win / tie / loss" in md and "k-sparse" in md

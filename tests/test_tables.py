@@ -13,7 +13,7 @@ from saeprobe.tables import MIN_ACTIVE_FEATURES, best, flags, grid, markdown, st
 def _result(source, cv, test, layer=1, pooling="sum", binarize="raw", model="m"):
     return {"dataset": "d", "model": None if source == "tfidf" else model, "source": source, "layer": layer,
             "pooling": pooling, "binarize": binarize, "C": 1.0, "cv_macro_f1": cv, "cv_macro_f1_std": 0.01,
-            "n_train": 10, "n_features": 5, "test": {"macro_f1": test, "accuracy": test, "auroc": None, "n": 4}}
+            "cv_folds": 5, "n_train": 10, "n_features": 5, "test": {"macro_f1": test, "accuracy": test, "auroc": None, "n": 4}}
 
 
 def test_best_is_chosen_on_cv_not_test(tmp_path):
