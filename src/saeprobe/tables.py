@@ -174,8 +174,9 @@ def cv_bands(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
         df: rows with ``cv_macro_f1``, ``cv_macro_f1_se`` and the ``keys`` columns (e.g. the grid,
             the k-sparse table). keys: the grouping columns; ``[]`` = one group.
     Returns:
-        The band rows of every group, in ``df``'s order, with two more columns: ``band_size``
-        (Int64, the rows in that group's band) and ``chosen`` (Boolean, exactly one per group).
+        The band rows of every group, in ``df``'s order, with two more columns (replacing any of
+        that name): ``band_size`` (Int64, the rows in that group's band) and ``chosen`` (Boolean,
+        exactly one per group).
         A group in which no row has a CV score has no band; it is dropped and logged.
     Raises:
         KeyError: a required column is missing.
@@ -183,7 +184,7 @@ def cv_bands(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
     missing = [c for c in ("cv_macro_f1", "cv_macro_f1_se", *keys) if c not in df.columns]
     if missing:
         raise KeyError(f"choosing on CV needs the columns {missing}; got {df.columns}")
-    indexed = df.with_row_index("_row")
+    indexed = df.drop(["band_size", "chosen"], strict=False).with_row_index("_row")  # replaced when already there
     parts = indexed.partition_by(list(keys), maintain_order=True) if keys and df.height else [indexed]
     rows, sizes, chosen, dropped = [], [], [], 0
     for part in parts:
