@@ -30,6 +30,7 @@ What is compared (:func:`comparisons`), the "a" side always the SAE linear probe
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -81,14 +82,15 @@ class PairedScores:
     probe of a dataset) the first time it is compared; every comparison is then
     :func:`saeprobe.bootstrap.compare_scores` on two cached (B,) arrays — the numbers
     :func:`saeprobe.bootstrap.paired_difference` gives on that pair. Memory: B floats per probe
-    seen, and the (B, n_test) resample indices of the last few label vectors.
+    seen (its test documents and labels are kept as a digest), and the (B, n_test) resample
+    indices of the last few label vectors.
     """
 
     _KEEP_RESAMPLES = 4
 
     def __init__(self, *, resamples: int, level: float, seed: int, metric: str = "macro_f1") -> None:
         self.resamples, self.level, self.seed, self.metric = resamples, level, seed, metric
-        self._probes: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, float, np.ndarray]] = {}
+        self._probes: dict[tuple[str, str], tuple[bytes, int, float, np.ndarray]] = {}
         self._idx: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     def _resamples(self, y: np.ndarray) -> np.ndarray:
@@ -100,8 +102,8 @@ class PairedScores:
         self._idx.move_to_end(key)
         return self._idx[key]
 
-    def scores(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-        """(doc_id, y, full-split metric, (B,) resampled metric) of one probe's test predictions.
+    def scores(self, row: dict[str, Any]) -> tuple[bytes, int, float, np.ndarray]:
+        """(digest of its test doc_ids and labels, n_test, full-split metric, (B,) resampled metric) of one probe.
 
         Raises:
             CacheError: its predictions file is missing or damaged. DataError: bad predictions.
@@ -114,7 +116,9 @@ class PairedScores:
             resampled = resampled_scores(y, p["pred"], p["proba"], self._resamples(y), n_classes)[self.metric]
             if full is None or resampled is None:
                 raise DataError(f"{key[0]}: {self.metric} is not defined on its test labels (AUROC needs two classes)")
-            self._probes[key] = (p["doc_id"], y, float(full[0]), resampled)
+            docs = hashlib.blake2b(np.asarray(p["doc_id"], dtype=np.int64).tobytes(), digest_size=16)
+            docs.update(np.asarray(y, dtype=np.int64).tobytes())
+            self._probes[key] = (docs.digest(), len(y), float(full[0]), resampled)
         return self._probes[key]
 
     def compare(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -124,14 +128,14 @@ class PairedScores:
             DataError: the two probes were not scored on the same test documents with the same labels.
             CacheError: a predictions file is missing or damaged.
         """
-        doc_a, y_a, full_a, res_a = self.scores(a)
-        doc_b, y_b, full_b, res_b = self.scores(b)
-        if not (np.array_equal(doc_a, doc_b) and np.array_equal(y_a, y_b)):
+        docs_a, n_test, full_a, res_a = self.scores(a)
+        docs_b, _, full_b, res_b = self.scores(b)
+        if docs_a != docs_b:
             raise DataError(f"{a['result']} and {b['result']} were not scored on the same test documents: "
                             "a paired comparison needs the same split")
         d = compare_scores(full_a, full_b, res_a, res_b, level=self.level)
         return {"difference": d["difference"], "ci_lo": d["ci"][0], "ci_hi": d["ci"][1], "p_value": d["p_value"],
-                "verdict": d["verdict"], "n_test": int(len(y_a))}
+                "verdict": d["verdict"], "n_test": n_test}
 
     def compare_bands(self, a_band: Sequence[dict[str, Any]], b_band: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The chosen a − the chosen b, with the verdict only if every band pair agrees (module docstring).
