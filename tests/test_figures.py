@@ -53,7 +53,8 @@ def synthetic_ksparse() -> pl.DataFrame:
                                                            ["mean_diff", "l1"], [1, 3], [1, 2, 5, 10, 50]):
         f1 = float(min(0.95, 0.5 + 0.08 * np.log(k) + rng.uniform(0, 0.05)))
         rows.append(dict(dataset=ds, model="m1", family=family, source=source, layer=layer, pooling="mean", binarize=None,
-                         ranking=ranking, k=k, cv_macro_f1=f1 + rng.uniform(-0.02, 0.02), test_macro_f1=f1,
+                         ranking=ranking, k=k, cv_macro_f1=f1 + rng.uniform(-0.02, 0.02), cv_macro_f1_se=0.005,
+                         test_macro_f1=f1,
                          test_macro_f1_lo=f1 - 0.04, test_macro_f1_hi=min(1.0, f1 + 0.03)))
     return pl.DataFrame(rows, schema_overrides={"binarize": pl.Float64})
 
@@ -62,7 +63,8 @@ def synthetic_versus() -> pl.DataFrame:
     rows = []
     for ds, ranking, k in product(["jailbreak", "trec"], ["mean_diff", "l1"], [1, 2, 5, 10, 50]):
         rows.append(dict(dataset=ds, model="m1", source="m1_sae", layer=1, pooling="top20", threshold=1.0, ranking=ranking,
-                         k=k, matched=k == 10, binarized_cv_macro_f1=0.8, binarized_test_macro_f1=0.82,
+                         k=k, matched=k == 10, binarized_cv_macro_f1=0.8, binarized_cv_macro_f1_se=0.01,
+                         binarized_n_features=64, binarized_mean_active_features=8.0, binarized_test_macro_f1=0.82,
                          binarized_test_macro_f1_lo=0.78, binarized_test_macro_f1_hi=0.86,
                          ksparse_test_macro_f1=0.55 + 0.06 * np.log(k), difference=0.1, ci_lo=0.02, ci_hi=0.2))
     return pl.DataFrame(rows)
@@ -136,7 +138,8 @@ def synthetic_behaviour() -> pl.DataFrame:
                                               ("m2", "sae", 0.58, 0.57)):
             rows.append(dict(dataset=ds, scorer_model="s", scorer_accuracy=acc, majority_rate=max(acc, 1 - acc),
                              probe_model=probe_model, family=family, source="x" if family == "sae" else "hidden",
-                             layer=1, pooling="mean", binarize="raw", cv_macro_f1=cv, test_macro_f1=test,
+                             layer=1, pooling="mean", binarize="raw", cv_macro_f1=cv, cv_macro_f1_se=0.01,
+                             test_macro_f1=test,
                              test_accuracy=test))
     return pl.DataFrame(rows)
 

@@ -97,11 +97,11 @@ def test_sae_table_joins_quality_and_cv_best_probes(tmp_path):
                          "layer": [1, 1, 1, 1], "dataset": ["d", "d", "e", "d"], "pooling": ["mean", "top20", "mean", "mean"],
                          "binarize": [None, 1.0, None, None], "cv_macro_f1": [0.6, 0.8, 0.5, 0.9],
                          "test_macro_f1": [0.9, 0.7, 0.4, 0.95], "test_macro_f1_lo": [0.8, 0.6, 0.3, 0.9],
-                         "test_macro_f1_hi": [0.95, 0.8, 0.5, 0.99], "n_features": [64] * 4})
+                         "test_macro_f1_hi": [0.95, 0.8, 0.5, 0.99], "n_features": [64] * 4, "cv_macro_f1_se": [0.01] * 4})
     ks = pl.DataFrame({"family": ["sae", "sae"], "source": ["s", "s"], "layer": [1, 1], "dataset": ["d", "d"],
                        "ranking": ["mean_diff", "mean_diff"], "k": [5, 10], "cv_macro_f1": [0.7, 0.6],
                        "test_macro_f1": [0.65, 0.75], "test_macro_f1_lo": [0.55, 0.7], "test_macro_f1_hi": [0.72, 0.8],
-                       "n_features": [5, 10]})
+                       "n_features": [5, 10], "cv_macro_f1_se": [0.01] * 2})
     t = sae_table([tmp_path / "q.json"], grid, ks)
     assert t.schema == pl.Schema(SAES_SCHEMA) and t.height == 2
     d = t.filter(pl.col("dataset") == "d").row(0, named=True)

@@ -13,7 +13,7 @@ from saeprobe.tables import MIN_ACTIVE_FEATURES, best, flags, grid, markdown, st
 def _result(source, cv, test, layer=1, pooling="sum", binarize="raw", model="m"):
     return {"dataset": "d", "model": None if source == "tfidf" else model, "source": source, "layer": layer,
             "pooling": pooling, "binarize": binarize, "C": 1.0, "cv_macro_f1": cv, "cv_macro_f1_std": 0.01,
-            "n_train": 10, "n_features": 5, "test": {"macro_f1": test, "accuracy": test, "auroc": None, "n": 4}}
+            "cv_folds": 5, "n_train": 10, "n_features": 5, "test": {"macro_f1": test, "accuracy": test, "auroc": None, "n": 4}}
 
 
 def test_best_is_chosen_on_cv_not_test(tmp_path):
@@ -139,3 +139,46 @@ def test_sae_attributes_are_joined_on_source_after_it_and_nulls_elsewhere():
     assert with_sae_attributes(df.clear(), attrs).columns == out.columns
     with pytest.raises(KeyError, match="source"):
         with_sae_attributes(df.drop("source"), attrs)
+
+
+def _grid_of(tmp_path, results):
+    tmp_path.mkdir(exist_ok=True)
+    for i, r in enumerate(results):
+        write_json(tmp_path / f"{i}.json", r)
+    return grid([tmp_path / f"{i}.json" for i in range(len(results))])
+
+
+def test_best_picks_the_simplest_configuration_within_one_standard_error(tmp_path):
+    # CV SE = std / sqrt(folds) = 0.04 / 2 = 0.02: the 1024-wide SAE (CV 0.80) is not distinguishable from
+    # the 64-wide one (CV 0.79); the 64-wide one is simpler (fewer features) and is chosen, its test score whatever it is.
+    wide = {**_result("sae_wide", cv=0.80, test=0.90), "cv_macro_f1_std": 0.04, "cv_folds": 4, "n_features": 1024}
+    narrow = {**_result("sae_narrow", cv=0.79, test=0.60), "cv_macro_f1_std": 0.04, "cv_folds": 4, "n_features": 64}
+    far = {**_result("sae_tiny", cv=0.70, test=0.99), "cv_macro_f1_std": 0.04, "cv_folds": 4, "n_features": 16}
+    g = _grid_of(tmp_path, [wide, narrow, far])
+    # The choice does not depend on row order.
+    for order in ([0, 1, 2], [2, 1, 0], [1, 0, 2], [0, 2, 1]):
+        assert best(g[order])["source"].to_list() == ["sae_narrow"]
+    assert g["cv_macro_f1_se"].to_list() == pytest.approx([0.02] * 3)
+    picked = best(g).row(0, named=True)
+    assert (picked["source"], picked["band_size"], picked["cv_macro_f1_se"]) == ("sae_narrow", 2, pytest.approx(0.02))
+    # Equal feature counts: fewer active features per document is simpler.
+    dense = {**wide, "source": "sae_a", "n_features": 64, "mean_active_features": 30.0}
+    sparse_codes = {**narrow, "source": "sae_b", "n_features": 64, "mean_active_features": 3.0}
+    g2 = _grid_of(tmp_path / "two", [dense, sparse_codes])
+    assert best(g2)["source"].to_list() == ["sae_b"] and best(g2[[1, 0]])["source"].to_list() == ["sae_b"]
+    # Outside the band (SE 0.001): the best CV row is chosen, as before.
+    tight = [{**r, "cv_macro_f1_std": 0.002} for r in (wide, narrow)]
+    assert best(_grid_of(tmp_path / "tight", tight))["source"].to_list() == ["sae_wide"]
+    # MOSAIC's test selection keeps the test argmax (its optimism is what that table shows).
+    assert best(g, "test")["source"].to_list() == ["sae_tiny"] and best(g, "test")["band_size"].null_count() == 1
+
+
+def test_cv_standard_error_prefers_the_stored_key_and_names_a_file_without_either(tmp_path):
+    from saeprobe.errors import DataError
+
+    stored = {**_result("sae1", cv=0.8, test=0.8), "cv_macro_f1_se": 0.123}
+    assert _grid_of(tmp_path, [stored])["cv_macro_f1_se"].to_list() == [0.123]
+    bare = {k: v for k, v in _result("sae1", cv=0.8, test=0.8).items() if k != "cv_folds"}
+    write_json(tmp_path / "bare.json", bare)
+    with pytest.raises(DataError, match=r"bare\.json: no 'cv_macro_f1_se'"):
+        grid([tmp_path / "bare.json"])

@@ -126,7 +126,8 @@ def test_best_sae_probe_is_chosen_on_cv():
         "dataset": ["d", "d", "d", "d"], "family": ["sae", "sae", "hidden", "sae"],
         "source": ["s", "s", "hidden", "t"], "model": ["m"] * 4, "layer": [1, 2, 1, 1],
         "pooling": ["mean", "max", "mean", "sum"], "binarize": [None, 1.0, None, None],
-        "cv_macro_f1": [0.8, 0.7, 0.99, 0.6], "test_macro_f1": [0.5, 0.99, 0.9, 0.6], "n_features": [64, 64, 32, 16],
+        "cv_macro_f1": [0.8, 0.7, 0.99, 0.6], "cv_macro_f1_se": [0.01] * 4, "test_macro_f1": [0.5, 0.99, 0.9, 0.6],
+        "n_features": [64, 64, 32, 16],
         "probe": ["logreg"] * 4,
     })
     best = tf.best_sae_probes(grid)

@@ -20,8 +20,8 @@ from saeprobe.io import rebuild_command
 
 TABLE_COLUMNS = [
     "dataset", "scorer_model", "scorer_accuracy", "n_items", "majority_rate", "majority_rate_test", "n_test", "probe_model",
-    "family", "source", "layer", "pooling", "binarize", "C", "cv_macro_f1", "test_macro_f1", "test_accuracy",
-    "test_auroc",
+    "family", "source", "layer", "pooling", "binarize", "C", "cv_macro_f1", "cv_macro_f1_se", "test_macro_f1",
+    "test_accuracy", "test_auroc",
 ]
 
 
@@ -54,7 +54,8 @@ def dataset_stats(name: str, scored: str | Path, prepared: str | Path) -> dict[s
 def behaviour_table(probe_paths: list[str], stats: list[dict[str, Any]]) -> pl.DataFrame:
     """One row per (behaviour dataset, probe model, feature family): the best probe on **CV** macro F1.
 
-    Selection is :func:`saeprobe.tables.best` (CV macro F1, never test); its test macro F1 and
+    Selection is :func:`saeprobe.tables.best` (CV macro F1 by the one-standard-error rule, never
+    test); its test macro F1 and
     accuracy are reported beside the scorer's accuracy and the majority-label rates, which a
     probe must beat to have learned anything. TF-IDF rows have ``probe_model`` ``-``.
 

@@ -421,12 +421,37 @@ def paired_difference(y: Any, a: tuple[Any, Any], b: tuple[Any, Any], n_classes:
         y, [(pred, proba) for _, pred, proba in pairs], resample_blocks(y, n_resamples, seed), int(n_classes))]
     if full[0] is None:
         raise DataError("metric: expected a metric defined on y; AUROC needs at least two classes in y")
-    d = resampled[0] - resampled[1]
+    return {"metric": metric, **compare_scores(full[0], full[1], resampled[0], resampled[1], level=level)}
+
+
+def compare_scores(full_a: float, full_b: float, resampled_a: Any, resampled_b: Any, *,
+                   level: float = 0.95) -> dict[str, Any]:
+    """The comparison of :func:`paired_difference` from both probes' scores, already computed.
+
+    For many comparisons among the same probes (e.g. every pair of two sets of candidates,
+    :mod:`saeprobe.comparisons`), each probe's scores are computed once
+    (:func:`resampled_scores` on the same :func:`stratified_resamples`) and every pair is then
+    this function: the same difference, interval, p-value and verdict as
+    :func:`paired_difference` on those probes.
+
+    Args:
+        full_a, full_b: each probe's metric on the full set. resampled_a, resampled_b: (B,) each
+            probe's metric on the same B resamples, in the same order. level: as :func:`interval`.
+    Returns:
+        {"difference": full_a - full_b, "ci": [lo, hi], "p_value": float, "verdict": "win" | "loss" | "tie"}.
+    Raises:
+        DataError: the two resampled arrays differ in shape, or as :func:`interval`.
+    """
+    ra, rb = np.asarray(resampled_a, dtype=np.float64), np.asarray(resampled_b, dtype=np.float64)
+    if ra.shape != rb.shape:
+        raise DataError(f"resampled scores: expected two arrays of one shape (the same resamples), got {ra.shape} "
+                        f"and {rb.shape}")
+    d = ra - rb
     lo, hi = interval(d, level)
     b = len(d)
     p = min(1.0, 2.0 * min(float((np.sum(d <= 0) + 1) / (b + 1)), float((np.sum(d >= 0) + 1) / (b + 1))))
     verdict = "win" if lo > 0 else "loss" if hi < 0 else "tie"
-    return {"metric": metric, "difference": full[0] - full[1], "ci": [lo, hi], "p_value": p, "verdict": verdict}
+    return {"difference": float(full_a) - float(full_b), "ci": [lo, hi], "p_value": p, "verdict": verdict}
 
 
 # --------------------------------------------------------------------------------------------

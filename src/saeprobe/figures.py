@@ -19,8 +19,9 @@ Input tables (:data:`saeprobe.layout.TABLE`), by figure:
   family, source, layer, pooling, binarize, cv_macro_f1, test_macro_f1, ...): :func:`behaviour_bars`.
 
 Whenever a figure shows "the best configuration", it is chosen on the CV macro F1 of the train
-split (ties: fewer features, then table order), never on the test score; the test macro F1 of
-that configuration is what is plotted (:func:`cv_best`).
+split by the one-standard-error rule (:func:`saeprobe.tables.cv_choice`: the simplest
+configuration within one standard error of the best), never on the test score; the test macro
+F1 of that configuration is what is plotted (:func:`cv_best`).
 
 Which figures a run makes is decided from the configuration alone
 (:func:`saeprobe.grid.figure_plan`, light to import), so Snakemake knows the outputs when it
@@ -48,6 +49,7 @@ from matplotlib.patches import Rectangle
 
 from saeprobe.config import SPARSITY_TAG, sweep_suffix
 from saeprobe.io import atomic_path
+from saeprobe.tables import cv_choice
 
 matplotlib.use("Agg")
 
@@ -104,14 +106,9 @@ def save(fig: Figure, stem: str | Path) -> tuple[Path, Path]:
 
 
 def cv_best(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
-    """Per group of ``keys``, the row with the highest ``cv_macro_f1`` (ties: fewer ``n_features``
-    when that column exists, then the earlier row). Never looks at test scores."""
-    order, desc = ["cv_macro_f1"], [True]
-    if "n_features" in df.columns:
-        order, desc = order + ["n_features"], desc + [False]
-    ranked = df.filter(pl.col("cv_macro_f1").is_not_null()).sort(order, descending=desc, nulls_last=True,
-                                                                  maintain_order=True)
-    return ranked.group_by(list(keys), maintain_order=True).first()
+    """Per group of ``keys``, the row chosen on CV by the one-standard-error rule
+    (:func:`saeprobe.tables.cv_choice`; needs ``cv_macro_f1`` and ``cv_macro_f1_se``). Never looks at test scores."""
+    return cv_choice(df, keys)
 
 
 def pooling_key(name: str | None) -> tuple[int, int]:
@@ -622,24 +619,18 @@ def behaviour_bars(behaviour: pl.DataFrame) -> Figure:
 # --------------------------------------------------------------------------- k-sparse probing
 
 
-def _cv_best_at(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
-    """Per group of ``keys``, the row with the highest CV macro F1 (ties: the earlier row)."""
-    return df.sort("cv_macro_f1", descending=True, nulls_last=True, maintain_order=True).group_by(
-        list(keys), maintain_order=True).first()
-
-
 @_styled
 def ksparse_curves(ksparse: pl.DataFrame) -> Figure:
-    """Test macro F1 against k (log x) of the CV-best SAE and hidden-state k-sparse probe at each k.
+    """Test macro F1 against k (log x) of the CV-chosen (:func:`cv_best`) SAE and hidden-state k-sparse probe at each k.
 
     One panel per (dataset, ranking); one line per model and family (SAE solid, hidden dashed),
     with the test macro F1's bootstrap interval as error bars. Input: ``ksparse.parquet``
     (:data:`saeprobe.ksparse_tables.KSPARSE_SCHEMA`).
     """
-    title = "k-sparse probes: test macro F1 against k (CV-best configuration at each k; bars: 95% bootstrap interval)"
+    title = "k-sparse probes: test macro F1 against k (CV-chosen configuration at each k; bars: 95% bootstrap interval)"
     if ksparse.is_empty():
         return _empty(title, "ksparse.parquet has no rows")
-    best = _cv_best_at(ksparse, ["dataset", "ranking", "model", "family", "k"]).sort(
+    best = cv_best(ksparse, ["dataset", "ranking", "model", "family", "k"]).sort(
         ["dataset", "ranking", "model", _family_rank(), "k"])
     panels = best.select("dataset", "ranking").unique(maintain_order=True).rows()
     colors = _color_map(sorted(best["model"].unique().to_list()))
@@ -662,16 +653,17 @@ def binarize_vs_ksparse(versus: pl.DataFrame) -> Figure:
     """Binarized all-feature SAE probe (line and band: test macro F1 and its bootstrap interval) against
     k-sparse probes on the raw features of the same store and pooling (one line per ranking).
 
-    One panel per (dataset, model): the binarized probe with the highest CV macro F1 there.
+    One panel per (dataset, model): the binarized probe chosen on CV there (one-standard-error rule).
     Input: ``binarize_vs_ksparse.parquet`` (:func:`saeprobe.ksparse_tables.binarize_vs_ksparse`).
     """
     title = "Binarization against feature selection: binarized all-feature probe (band) vs k-sparse probes on raw features"
     if versus.is_empty():
         return _empty(title, "binarize_vs_ksparse.parquet has no rows")
     keys = ["dataset", "model", "source", "layer", "pooling", "threshold"]
-    cells = (versus.sort("binarized_cv_macro_f1", descending=True, nulls_last=True, maintain_order=True)
-             .select([*keys, "binarized_cv_macro_f1"]).group_by(["dataset", "model"], maintain_order=True).first()
-             .sort(["dataset", "model"]))
+    probes = versus.select(*keys, cv_macro_f1="binarized_cv_macro_f1", cv_macro_f1_se="binarized_cv_macro_f1_se",
+                           n_features="binarized_n_features",
+                           mean_active_features="binarized_mean_active_features").unique(keys, maintain_order=True)
+    cells = cv_best(probes, ["dataset", "model"]).sort(["dataset", "model"])
     fig, axes = _figure(cells.height)
     for ax, cell in zip(axes, cells.iter_rows(named=True), strict=True):
         sub = versus.filter(pl.all_horizontal(pl.col(c) == cell[c] for c in keys))

@@ -34,6 +34,7 @@ import polars as pl
 import torch
 
 from saeprobe.io import read_json
+from saeprobe.tables import cv_choice
 
 log = logging.getLogger("saeprobe")
 
@@ -191,29 +192,22 @@ QUALITY_KEYS = ("l0", "explained_variance", "mse", "dead_fraction", "dense_fract
                 "ce_spliced", "ce_zero", "loss_recovered", "kl_div", "n_loss_tokens")
 
 
-def _cv_best(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Per group of ``keys``, the row with the highest CV macro F1 (ties: fewer features, then table order)."""
-    order = ["cv_macro_f1", "n_features"] if "n_features" in df.columns else ["cv_macro_f1"]
-    ranked = df.with_row_index("_order").sort([*order, "_order"], descending=[True, *([False] * len(order))],
-                                              nulls_last=True)
-    return ranked.group_by(keys, maintain_order=True).first().drop("_order")
-
-
 def sae_table(quality_files: Sequence[str | Path], grid: pl.DataFrame, ksparse: pl.DataFrame | None = None) -> pl.DataFrame:
     """``tables/saes``: one row per (SAE, layer, dataset it is probed on in the grid), schema :data:`SAES_SCHEMA`.
 
     Quality columns come from the ``sae_quality`` files (held-out documents; loss columns null
     for non-causal models); ``grid_*``: the SAE's all-feature logistic probe chosen on CV macro
-    F1 over poolings and binarizations (its test macro F1 reported, with its bootstrap interval
+    F1 by the one-standard-error rule (:func:`saeprobe.tables.cv_choice`) over poolings and
+    binarizations (its test macro F1 reported, with its bootstrap interval
     ``*_lo``/``*_hi``); ``ksparse_*``: the same over
     k-sparse probes (rankings and k), when the k-sparse stage ran on this SAE. An SAE probed on
     no dataset gets one row with null dataset.
     """
     grid = grid.filter((pl.col("family") == "sae") & (pl.col("probe") == "logreg"))
-    best_grid = _cv_best(grid, ["source", "layer", "dataset"]) if grid.height else grid
+    best_grid = cv_choice(grid, ["source", "layer", "dataset"]) if grid.height else grid
     best_k = None
     if ksparse is not None and ksparse.height:
-        best_k = _cv_best(ksparse.filter(pl.col("family") == "sae"), ["source", "layer", "dataset"])
+        best_k = cv_choice(ksparse.filter(pl.col("family") == "sae"), ["source", "layer", "dataset"])
     rows = []
     for path in quality_files:
         q = read_json(path)

@@ -4,30 +4,41 @@
   binarization × probe kind, plus TF-IDF per dataset) with CV and test scores, the test
   scores' bootstrap intervals, the majority-class and chance scores of the test split, and a
   ``flag`` on degenerate rows.
-- ``best``: per dataset, model, family and probe kind the best configuration chosen on the
-  **CV** macro F1 (train split), never on test; the test macro F1 of the chosen configuration
-  is reported, with the paired comparisons of :mod:`saeprobe.comparisons`.
-- ``best_on_test``: the same selection made on the test score (MOSAIC's procedure), in its own
-  table, so the optimism of test-set selection is visible and never read first.
+- ``best``: per dataset, model, family and probe kind the configuration chosen on the **CV**
+  macro F1 (train split) by the one-standard-error rule (:func:`cv_bands`), never on test; the
+  test macro F1 of the chosen configuration is reported, with the paired comparisons of
+  :mod:`saeprobe.comparisons`.
+- ``best_on_test``: the test-score argmax (MOSAIC's procedure), in its own table, so the
+  optimism of test-set selection is visible and never read first.
+
+Every "best" configuration of saeprobe (this table, the comparisons, the summary, the k-sparse
+tables, the figures, the top features, the SAE table, the behaviour table) is chosen by
+:func:`cv_bands` / :func:`cv_choice`: one function, one rule.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from saeprobe import layout
+from saeprobe.errors import DataError
 from saeprobe.grid import HIDDEN, parse_binarize
 from saeprobe.io import atomic_path, folder_files, read_json
+from saeprobe.selection import one_se_band, one_se_choice, standard_error
+
+log = logging.getLogger("saeprobe")
 
 GRID_SCHEMA: dict[str, Any] = {
     "dataset": pl.String, "model": pl.String, "family": pl.String, "probe": pl.String, "source": pl.String,
     "layer": pl.Int64, "pooling": pl.String, "binarize": pl.Float64, "C": pl.Float64, "params": pl.String,
-    "cv_macro_f1": pl.Float64, "cv_macro_f1_std": pl.Float64,
+    "cv_macro_f1": pl.Float64, "cv_macro_f1_std": pl.Float64, "cv_macro_f1_se": pl.Float64,
     "test_macro_f1": pl.Float64, "test_macro_f1_lo": pl.Float64, "test_macro_f1_hi": pl.Float64,
     "test_accuracy": pl.Float64, "test_accuracy_lo": pl.Float64, "test_accuracy_hi": pl.Float64,
     "test_auroc": pl.Float64, "test_auroc_lo": pl.Float64, "test_auroc_hi": pl.Float64,
@@ -65,6 +76,24 @@ def flags(family: str, mean_active: float | None, predicted_classes: int | None,
     return ",".join(out) or None
 
 
+def cv_standard_error(result: dict[str, Any], where: str) -> float:
+    """Standard error of a result's CV macro F1: its ``cv_macro_f1_se``, or, in results written
+    before that key existed, ``cv_macro_f1_std / sqrt(cv_folds)`` (:func:`saeprobe.selection.standard_error`).
+
+    Args:
+        result: a probe result (grid, baseline, TF-IDF, or one k of a k-sparse file).
+        where: the file (and probe) it was read from, for the error message.
+    Raises:
+        DataError: neither ``cv_macro_f1_se`` nor both ``cv_macro_f1_std`` and ``cv_folds``.
+    """
+    if result.get("cv_macro_f1_se") is not None:
+        return float(result["cv_macro_f1_se"])
+    if result.get("cv_macro_f1_std") is None or result.get("cv_folds") is None:
+        raise DataError(f"{where}: no 'cv_macro_f1_se' and no 'cv_macro_f1_std' with 'cv_folds': expected a probe "
+                        "result written by saeprobe (its CV standard error chooses the best configuration)")
+    return float(standard_error(result["cv_macro_f1_std"], result["cv_folds"]))
+
+
 def _ci(scores: dict[str, Any], metric: str) -> tuple[float | None, float | None]:
     ci = scores.get(f"{metric}_ci")
     return (ci[0], ci[1]) if ci else (None, None)
@@ -81,6 +110,7 @@ def _row(result: dict[str, Any], path: str) -> dict[str, Any]:
         "pooling": result.get("pooling"), "binarize": None if binarize in (None, "raw") else parse_binarize(binarize),
         "C": result.get("C"), "params": json.dumps(result["params"], sort_keys=True) if result.get("params") else None,
         "cv_macro_f1": result["cv_macro_f1"], "cv_macro_f1_std": result["cv_macro_f1_std"],
+        "cv_macro_f1_se": cv_standard_error(result, str(path)),
         "majority_macro_f1": test.get("majority_macro_f1"), "majority_accuracy": test.get("majority_accuracy"),
         "chance_macro_f1": test.get("chance_macro_f1"),
         "validation_macro_f1": val.get("macro_f1"), "n_train": result["n_train"], "n_test": test.get("n"),
@@ -104,7 +134,8 @@ def grid(paths: Iterable[str | Path]) -> pl.DataFrame:
     One row per probe: the linear probes of the grid (``probe = logreg``), the TF-IDF baseline,
     and the strong baselines (``probe`` = the baseline's name, ``params`` its CV-chosen
     hyper-parameters as JSON). ``binarize`` is the threshold as the config writes it (null = not
-    binarized); ``*_lo``/``*_hi`` the bootstrap interval (:mod:`saeprobe.predictions`);
+    binarized); ``cv_macro_f1_se`` the standard error of the CV mean (:func:`cv_standard_error`);
+    ``*_lo``/``*_hi`` the bootstrap interval (:mod:`saeprobe.predictions`);
     ``majority_*``/``chance_*`` what the majority-class and uniform-guessing predictors score on
     the same test split; ``flag`` see :func:`flags`; ``result`` the result JSON (its predictions
     file: :func:`saeprobe.layout.predictions_of`).
@@ -123,32 +154,102 @@ def _rank(column: str, order: dict[str, int]) -> pl.Expr:
     return pl.col(column).replace_strict(order, default=len(order), return_dtype=pl.Int8)
 
 
+def _values(part: pl.DataFrame, column: str, missing: float) -> np.ndarray:
+    """``part[column]`` as float64 with nulls (and a missing column) as ``missing``."""
+    if column not in part.columns:
+        return np.full(part.height, missing)
+    return part[column].cast(pl.Float64).fill_null(missing).fill_nan(missing).to_numpy()
+
+
+def cv_bands(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    """Per group of ``keys``, the rows CV cannot tell apart from the group's best, and the one chosen.
+
+    The one-standard-error rule (:mod:`saeprobe.selection`): a group's **band** is its rows whose
+    ``cv_macro_f1`` is within one standard error (``cv_macro_f1_se`` of the best row) of the
+    best; the **chosen** row is the simplest in the band: fewest ``n_features``, then fewest
+    ``mean_active_features`` (either column absent or null: not simpler than any other), then
+    the higher CV mean, then table order. The test score is never read.
+
+    Args:
+        df: rows with ``cv_macro_f1``, ``cv_macro_f1_se`` and the ``keys`` columns (e.g. the grid,
+            the k-sparse table). keys: the grouping columns; ``[]`` = one group.
+    Returns:
+        The band rows of every group, in ``df``'s order, with two more columns (replacing any of
+        that name): ``band_size`` (Int64, the rows in that group's band) and ``chosen`` (Boolean,
+        exactly one per group).
+        A group in which no row has a CV score has no band; it is dropped and logged.
+    Raises:
+        KeyError: a required column is missing.
+    """
+    missing = [c for c in ("cv_macro_f1", "cv_macro_f1_se", *keys) if c not in df.columns]
+    if missing:
+        raise KeyError(f"choosing on CV needs the columns {missing}; got {df.columns}")
+    indexed = df.drop(["band_size", "chosen"], strict=False).with_row_index("_row")  # replaced when already there
+    parts = indexed.partition_by(list(keys), maintain_order=True) if keys and df.height else [indexed]
+    rows, sizes, chosen, dropped = [], [], [], 0
+    for part in parts:
+        if part.is_empty():
+            continue
+        means, ses = _values(part, "cv_macro_f1", np.nan), _values(part, "cv_macro_f1_se", np.nan)
+        band = one_se_band(means, ses)
+        if not band.any():
+            dropped += 1
+            continue
+        complexity = list(zip(_values(part, "n_features", np.inf), _values(part, "mean_active_features", np.inf),
+                              strict=True))
+        pick = one_se_choice(means, ses, complexity)
+        index = part["_row"].to_numpy()
+        rows += index[band].tolist()
+        sizes += [int(band.sum())] * int(band.sum())
+        chosen += (index[band] == index[pick]).tolist()
+    if dropped:
+        log.warning("%d group(s) of %s have no CV macro F1 on any row: no configuration chosen there", dropped,
+                    ", ".join(keys) or "the table")
+    picked = pl.DataFrame({"_row": rows, "band_size": sizes, "chosen": chosen},
+                          schema={"_row": pl.UInt32, "band_size": pl.Int64, "chosen": pl.Boolean})
+    return indexed.join(picked, on="_row", how="inner").sort("_row").drop("_row")
+
+
+def cv_choice(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    """Per group of ``keys``, the row :func:`cv_bands` chooses (one-standard-error rule), with its
+    ``band_size``; groups in order of first appearance in ``df``."""
+    return cv_bands(df, keys).filter(pl.col("chosen")).drop("chosen")
+
+
 SELECTIONS = {"cv": "cv_macro_f1", "test": "test_macro_f1"}
+BEST_KEYS = ["dataset", "model", "family", "probe"]
 BEST_COLUMNS = [
-    "dataset", "family", "probe", "model", "source", "layer", "pooling", "binarize", "cv_macro_f1", "test_macro_f1",
-    "test_macro_f1_lo", "test_macro_f1_hi", "test_accuracy", "test_auroc", "majority_macro_f1", "C", "params", "flag",
-    "result",
+    "dataset", "family", "probe", "model", "source", "layer", "pooling", "binarize", "cv_macro_f1", "cv_macro_f1_se",
+    "band_size", "test_macro_f1", "test_macro_f1_lo", "test_macro_f1_hi", "test_accuracy", "test_auroc",
+    "majority_macro_f1", "n_features", "mean_active_features", "C", "params", "flag", "result",
 ]
 
 
 def best(grid_df: pl.DataFrame, selected_on: str = "cv") -> pl.DataFrame:
-    """Best configuration per (dataset, model, family, probe); ties → fewer features, then the earlier row.
+    """One configuration per (dataset, model, family, probe).
 
     Args:
-        selected_on: ``cv`` (saeprobe's method: the CV macro F1 on the train split) or ``test``
-            (MOSAIC's: the test macro F1 itself, which overstates what a user would get —
-            reproduced only to compare with the paper's numbers; written to its own table).
+        selected_on: ``cv`` (saeprobe's method: :func:`cv_choice`, the one-standard-error rule on
+            the CV macro F1 of the train split; ``band_size`` = how many configurations CV cannot
+            tell apart from the best) or ``test`` (MOSAIC's: the argmax of the test macro F1
+            itself, ties → fewer features, then table order; ``band_size`` null — it overstates
+            what a user would get, reproduced only to compare with the paper's numbers and
+            written to its own table).
     Returns:
-        One row per (dataset, model, family, probe) with a ``selected_on`` column;
-        ``test_macro_f1`` is the chosen configuration's test score either way.
+        One row per (dataset, model, family, probe), columns :data:`BEST_COLUMNS` and
+        ``selected_on``; ``test_macro_f1`` is the chosen configuration's test score either way.
     Raises:
         ValueError: unknown ``selected_on``.
     """
     if selected_on not in SELECTIONS:
         raise ValueError(f"selected_on must be one of {sorted(SELECTIONS)}, got {selected_on!r}")
-    ranked = grid_df.sort([SELECTIONS[selected_on], "n_features"], descending=[True, False], nulls_last=True,
-                          maintain_order=True)
-    picked = ranked.group_by(["dataset", "model", "family", "probe"], maintain_order=True).first()
+    if selected_on == "cv":
+        picked = cv_choice(grid_df, BEST_KEYS)
+    else:
+        ranked = grid_df.sort(["test_macro_f1", "n_features"], descending=[True, False], nulls_last=True,
+                              maintain_order=True)
+        picked = ranked.group_by(BEST_KEYS, maintain_order=True).first().with_columns(
+            band_size=pl.lit(None, dtype=pl.Int64))
     return picked.sort(["dataset", _rank("family", FAMILY_ORDER), _rank("probe", PROBE_ORDER), "model"],
                        nulls_last=True, maintain_order=True).select(
         *BEST_COLUMNS, pl.lit(selected_on).alias("selected_on"))

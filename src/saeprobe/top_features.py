@@ -49,6 +49,7 @@ from saeprobe.errors import DataError
 from saeprobe.fingerprint import saelens_directory_file
 from saeprobe.io import reading
 from saeprobe.store import CodeStore
+from saeprobe.tables import cv_choice
 
 log = logging.getLogger("saeprobe")
 
@@ -70,22 +71,20 @@ SCHEMA = {
 
 
 def best_sae_probes(grid: pl.DataFrame, datasets: Sequence[str] | None = None) -> pl.DataFrame:
-    """One row per (dataset, SAE source): the SAE linear probe with the highest CV macro F1.
+    """One row per (dataset, SAE source): the SAE linear probe chosen on CV macro F1.
 
     Args:
         grid: ``grid.parquet`` (:data:`saeprobe.tables.GRID_COLUMNS`).
         datasets: keep only these datasets (default all).
     Returns:
-        The chosen grid rows, in the grid's dataset/source order. Ties on CV: fewer features,
-        then the earlier row. The test score is never used to choose.
+        The chosen grid rows (with ``band_size``), in the grid's dataset/source order, chosen by
+        the one-standard-error rule (:func:`saeprobe.tables.cv_choice`: the simplest probe within
+        one standard error of the best CV macro F1). The test score is never used to choose.
     """
     sae = grid.filter((pl.col("family") == "sae") & (pl.col("probe") == "logreg"))
     if datasets is not None:
         sae = sae.filter(pl.col("dataset").is_in(list(datasets)))
-    ranked = sae.with_row_index("_row").sort(["cv_macro_f1", "n_features", "_row"], descending=[True, False, False],
-                                            nulls_last=True, maintain_order=True)
-    picked = ranked.group_by(["dataset", "source"], maintain_order=True).first()
-    return picked.sort("_row").drop("_row")
+    return cv_choice(sae, ["dataset", "source"])
 
 
 @dataclass(frozen=True)

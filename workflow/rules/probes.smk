@@ -81,7 +81,9 @@ rule summary:
     output:
         sl.tables("summary"),
     params:
-        level=config["bootstrap"]["level"],
+        # The SAE − k-sparse paired comparisons are computed here (read from the stored predictions).
+        bootstrap=config["bootstrap"],
+        seed=config["seed"],
     resources:
         runtime=15,
     conda:
