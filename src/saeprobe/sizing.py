@@ -28,7 +28,9 @@ gradients when training), and the training buffer (``max_buffer_tokens × d_in``
 
 A config that cannot be read offline (a hub model not in the local cache) is looked up in
 ``saeprobe/model_configs/<hub id>/config.json`` (the published architectures of the paper's
-models); failing that, the job gets :data:`FALLBACK_MB` and a logged warning.
+models); failing that, the job gets :data:`FALLBACK_MB` and a logged warning. A GGUF model is
+sized from its converted folder, or, before ``convert_gguf`` has run, from its GGUF file's size
+(:func:`model_parameters`; the conversion itself: :func:`gguf_mem_mb`).
 """
 
 from __future__ import annotations
