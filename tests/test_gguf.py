@@ -27,7 +27,7 @@ from saeprobe import gguf as sg  # noqa: E402
 from saeprobe import sizing  # noqa: E402
 from saeprobe.errors import ConfigError  # noqa: E402
 from saeprobe.models import load_pretrained, load_tokenizer, resolve_source, source_record  # noqa: E402
-from tests.helpers import jailbreak_slice, planned, snakemake, write_config  # noqa: E402
+from tests.helpers import DATA, jailbreak_slice, planned, snakemake, write_config  # noqa: E402
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0-4
 PIECES = ["\u2581"] + list("abcdefghijklmnopqrstuvwxyz") + [".", ",", "?", ":", "\n"] + [
@@ -282,6 +282,13 @@ def test_a_package_with_no_gguf_is_a_one_line_error(package_site, tmp_path):
     assert not (tmp_path / "out2" / sg.SCRATCH).exists()
 
 
+def test_the_workflow_builds_the_folder_of_random_and_gguf_models_only():
+    folder = sl.path(sl.MODEL, model="m")
+    assert sl.built_model("m", {"gguf": "m.gguf"}) == sl.built_model("m", {"gguf_package": "p"}) == folder
+    assert sl.built_model("m", {"random": {"preset": "tiny-llama"}}) == folder
+    assert sl.built_model("m", {"path": "x"}) is sl.built_model("m", {"hub": "a/b"}) is sl.built_model("m", {"package": "p"}) is None
+
+
 def test_a_model_names_exactly_one_source():
     sources = sc.model_sources()
     assert {"gguf", "gguf_package"} <= set(sources)
@@ -295,8 +302,9 @@ def test_a_model_names_exactly_one_source():
 # --------------------------------------------------------------------------- the workflow
 
 
-def gguf_config(workdir: Path, gguf: str | None = None, package: str | None = None) -> None:
+def gguf_config(workdir: Path, gguf: str | None = None, package: str | None = None, behaviour: bool = False) -> None:
     source = {"gguf": gguf} if gguf else {"gguf_package": package}
+    scored = {"piqa_g": {"path": str(DATA / "piqa_validation.parquet"), "model": "g"}} if behaviour else {}
     data = jailbreak_slice(8, 4)
     data.write_parquet(workdir / "a.parquet")
     data.write_parquet(workdir / "b.parquet")
@@ -307,13 +315,17 @@ def gguf_config(workdir: Path, gguf: str | None = None, package: str | None = No
         "features": {"poolings": ["mean"], "binarize": [None]},
         "probe": {"Cs": [1.0], "cv_folds": 2},
         "tfidf": {"enabled": False},
+        "behaviour": scored,
     })
 
 
 def test_dry_run_plans_one_conversion_that_extraction_depends_on(tmp_path, tiny_gguf):
-    gguf_config(tmp_path, gguf=str(tiny_gguf))
+    gguf_config(tmp_path, gguf=str(tiny_gguf), behaviour=True)
     jobs = planned(tmp_path)
-    assert jobs["convert_gguf"] == 1 and jobs["extract_activations"] == 2 and jobs["tokenize"] == 2
+    # One conversion for every stage that loads the model: three datasets' tokens and activations
+    # (a, b and the behaviour labels), the behaviour scorer, the top-features tokenizer.
+    assert jobs["convert_gguf"] == 1 and jobs["extract_activations"] == 3 and jobs["score_behaviour"] == 1
+    assert set(planned(tmp_path, sl.path(sl.BEHAVIOUR, name="piqa_g"))) == {"convert_gguf", "score_behaviour"}
     # Asking for one activation store alone still plans the conversion: it is an input of the chain.
     store = sl.path(sl.ACTIVATIONS, model="g", dataset="a")
     assert planned(tmp_path, store) == {"prepare_dataset": 1, "convert_gguf": 1, "tokenize": 1, "extract_activations": 1}
