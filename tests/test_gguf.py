@@ -257,6 +257,14 @@ def test_a_file_that_is_not_gguf_is_a_one_line_error(tmp_path):
         sg.convert({"gguf": str(tmp_path / "missing.gguf")}, "m", tmp_path / "out")
 
 
+def test_a_truncated_gguf_is_a_one_line_error(tiny_gguf, tmp_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_gguf.read_bytes()[:200])  # the magic, then metadata that stops mid-way
+    with pytest.raises(ConfigError, match=r"^models\.m\.gguf: cannot read the GGUF metadata of '.*cut\.gguf' \(.*\); "
+                                          r"the file is damaged or truncated$"):
+        sg.convert({"gguf": str(cut)}, "m", tmp_path / "out")
+
+
 def test_an_architecture_transformers_cannot_dequantize_is_named(tmp_path):
     path = write_tiny_gguf(tmp_path / "bert.gguf", arch="bert")
     with pytest.raises(ConfigError) as err:
