@@ -123,3 +123,12 @@ def test_data_slices_are_what_the_helpers_build():
                            ("tweet_sentiment_multilingual", tweets)):
         got = pl.read_parquet(TEST_DIR / "data" / f"{name}.parquet")
         assert got.equals(expected), f".test/data/{name}.parquet differs from what .test/build.py writes"
+
+
+def test_the_gguf_file_is_what_the_helper_builds(tmp_path):
+    """.test/models/tiny_gemma3.gguf is up to date with `python .test/build.py` (byte for byte)."""
+    pytest.importorskip("gguf")
+    from tests.helpers import write_tiny_gguf
+
+    fresh = write_tiny_gguf(tmp_path / "tiny_gemma3.gguf", seed=0)
+    assert (TEST_DIR / "models" / "tiny_gemma3.gguf").read_bytes() == fresh.read_bytes()
