@@ -36,13 +36,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from saeprobe import layout
 from saeprobe.errors import ConfigError, ModelLoadError, one_line
 from saeprobe.io import write_json
 
 log = logging.getLogger("saeprobe")
 
 MAGIC = b"GGUF"  # the first four bytes of every GGUF file
-SOURCES = ("gguf", "gguf_package")  # the models.<name> keys of a GGUF source
+SOURCES = tuple(k for k, rule in layout.BUILT_MODELS.items() if rule == "convert_gguf")  # gguf, gguf_package
 INFO = "gguf_conversion.json"  # written in the converted folder: what was converted
 SCRATCH = ".gguf"  # folder inside the output where a package's GGUF is assembled (removed after)
 # transformers renames a few llama.cpp architectures before looking them up (load_gguf_checkpoint).

@@ -37,7 +37,8 @@ def name_regex(names):
 TEXT_DATASETS = name_regex(sg.datasets_of_kind(config, "text"))
 IMAGE_DATASETS = name_regex(sg.datasets_of_kind(config, "image"))
 RANDOM_MODELS = name_regex([m for m, spec in config["models"].items() if "random" in spec])
-GGUF_MODELS = name_regex([m for m, spec in config["models"].items() if "gguf" in spec or "gguf_package" in spec])
+GGUF_MODELS = name_regex([m for m, spec in config["models"].items()
+                          if any(sl.BUILT_MODELS.get(key) == "convert_gguf" for key in spec)])
 
 
 # Dataset keys that choose which probes run on a dataset, not what the prepared file holds.
