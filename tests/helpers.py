@@ -184,6 +184,77 @@ def save_jumprelu(folder: Path, d_in: int = 32, d_sae: int = 64, seed: int = 0) 
     return Path(folder)
 
 
+GGUF_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # Gemma's ids 0-4
+GGUF_PIECES = ["\u2581"] + list("abcdefghijklmnopqrstuvwxyz") + [".", ",", "?", ":", "\n"] + [
+    "\u2581t", "he", "\u2581the", "\u2581a", "in", "an", "\u2581is", "er", "on", "at"]
+
+
+def write_tiny_gguf(path: Path, seed: int = 0, arch: str = "gemma3", blocks: int = 2, d: int = 64, heads: int = 2,
+                    head_dim: int = 32, ffn: int = 128) -> Path:
+    """A tiny random GGUF of ``arch`` (default Gemma 3) in llama.cpp's tensor names and metadata keys, as
+    Gemma 3 270M's file has them: Q8_0 and Q5_0 weight blocks, F32 norms, the vocabulary of
+    :data:`GGUF_SPECIALS` + :data:`GGUF_PIECES` (SentencePiece-style, no byte fallback: other characters
+    are ``<unk>``). Deterministic in ``seed`` (the same bytes each time); ~86 KB. Needs the ``gguf`` package."""
+    import gguf
+    from gguf import GGMLQuantizationType as Q
+    from gguf import TokenType
+
+    rng = np.random.default_rng(seed)
+    tokens = GGUF_SPECIALS + GGUF_PIECES
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(f"tiny {arch} test")
+    w.add_context_length(128)
+    w.add_embedding_length(d)
+    w.add_block_count(blocks)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_head_count_kv(1)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0)
+    w.add_sliding_window(16)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * len(GGUF_SPECIALS) + [-float(i) for i in range(len(GGUF_PIECES))])
+    w.add_token_types([TokenType.CONTROL] * len(GGUF_SPECIALS) + [TokenType.NORMAL] * len(GGUF_PIECES))
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_unk_token_id(3)
+    w.add_pad_token_id(0)
+    w.add_add_bos_token(True)
+
+    def tensor(name: str, shape: tuple[int, ...], qtype: Q | None = None, scale: float = 0.1) -> None:
+        values = (rng.standard_normal(shape) * scale).astype(np.float32)
+        if qtype is None:
+            w.add_tensor(name, values)
+        else:
+            w.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
+
+    tensor("token_embd.weight", (len(tokens), d), Q.Q8_0, 1.0)
+    tensor("output_norm.weight", (d,))
+    for b in range(blocks):
+        p = f"blk.{b}."
+        tensor(p + "attn_q.weight", (heads * head_dim, d), Q.Q8_0)
+        tensor(p + "attn_k.weight", (head_dim, d), Q.Q5_0)
+        tensor(p + "attn_v.weight", (head_dim, d), Q.Q8_0)
+        tensor(p + "attn_output.weight", (d, heads * head_dim), Q.Q8_0)
+        tensor(p + "attn_q_norm.weight", (head_dim,))
+        tensor(p + "attn_k_norm.weight", (head_dim,))
+        for norm in ("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
+            tensor(p + norm + ".weight", (d,))
+        tensor(p + "ffn_gate.weight", (ffn, d), Q.Q8_0)
+        tensor(p + "ffn_up.weight", (ffn, d), Q.Q8_0)
+        tensor(p + "ffn_down.weight", (d, ffn), Q.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 # --------------------------------------------------------------------------- stores
 
 

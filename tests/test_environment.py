@@ -198,7 +198,7 @@ def test_environment_cuda_yml_agrees_with_the_gpu_lock(env):
 
 def test_every_declared_dependency_is_pinned(lock, env):
     extras = installed_extras(MAKEFILE.read_text(), ENV.read_text())
-    assert {"minilm", "test", "slurm"} <= extras, extras
+    assert {"minilm", "gemma", "test", "slurm"} <= extras, extras
     reqs = declared_requirements(tomllib.loads(PYPROJECT.read_text()), extras)
     assert unpinned_requirements(reqs, lock) == []
     requires_python = tomllib.loads(PYPROJECT.read_text())["project"]["requires-python"]
@@ -209,7 +209,7 @@ def test_installs_use_the_lock():
     make = MAKEFILE.read_text()
     assert re.search(r"^CONSTRAINTS \?= constraints/lock\.txt$", make, flags=re.M)
     assert re.search(r"^\$\(BIN\)/\.installed:.*\$\(CONSTRAINTS\)", make, flags=re.M)
-    assert '-c $(CONSTRAINTS) -e ".[minilm,test]"' in make
+    assert '-c $(CONSTRAINTS) -e ".[minilm,gemma,test]"' in make
     slurm = (ROOT / "ci" / "slurm_check.sh").read_text()
     assert '-c "$ROOT/constraints/lock.txt"' in slurm and "constraints/cpu.txt" not in slurm
 

@@ -81,7 +81,8 @@ def test_text_and_image_provenance_have_the_same_keys(tiny_llama):
                            hook_point=hook_point("mosaic", "language_model"), positions="image tokens", max_length=18,
                            tokenizer={"class": "X", "fingerprint": "f"}, stats=stats, image={"image_seq_length": 16})
     assert text.keys() == image.keys()
-    assert text["source"] == {"path": str(tiny_llama), "hub": None, "package": None, "random": None, "revision": None}
+    assert text["source"] == {"path": str(tiny_llama), "hub": None, "package": None, "gguf": None, "gguf_package": None,
+                              "random": None, "revision": None}
     assert text["model_class"] == "LlamaModel" and text["d_model"] == 32 and text["compute_dtype"] == "float32"
     assert text["hook_point"] == "blocks.{layer}.hook_resid_post" and text["image"] is None
     assert image["hook_point"] == "language_model.hidden_states[{layer}] (block input)"

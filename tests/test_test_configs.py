@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 import saeprobe.config as sc
+import saeprobe.layout as sl
 from saeprobe import grid
 from tests.helpers import (
     DATA,
@@ -50,12 +51,13 @@ def test_configuration_reads_only_files_that_exist(path, tmp_path):
     cfg = load_test_config(path.stem)
     named = [spec["path"] for section in ("datasets", "models", "saes", "behaviour")
              for spec in cfg.get(section, {}).values() if "path" in spec]
+    named += [spec["gguf"] for spec in cfg["models"].values() if "gguf" in spec]
     named += [spec["random"]["tokenizer"] for spec in cfg["models"].values() if "tokenizer" in spec.get("random", {})]
     for rel in named:
         assert not rel.startswith("/"), f"{path.name}: '{rel}' is absolute; paths are relative to the repository root"
         assert (workdir / rel).exists(), f"{path.name}: '{rel}' does not exist"
-    for spec in cfg["models"].values():
-        assert "random" in spec, f"{path.name}: every model is built by the workflow (random), got {spec}"
+    for name, spec in cfg["models"].items():
+        assert sl.built_model(name, spec), f"{path.name}: every model is built by the workflow (random, GGUF), got {spec}"
     for file in TEST_DIR.rglob("*"):
         if file.is_file():
             assert file.stat().st_size < MAX_FILE_BYTES, f"{file} is {file.stat().st_size} bytes"
@@ -92,8 +94,9 @@ def test_full_dry_run_plans_every_rule_of_the_workflow(tmp_path):
 
 def test_full_covers_both_tiny_text_architectures_and_a_vision_model():
     cfg = sc.validate(load_test_config("full"))
-    presets = {spec["random"]["preset"] for spec in cfg["models"].values()}
+    presets = {spec["random"]["preset"] for spec in cfg["models"].values() if "random" in spec}
     assert {"tiny-gemma2", "tiny-llama", "tiny-paligemma"} <= presets
+    assert any("gguf" in spec for spec in cfg["models"].values())  # convert_gguf
     assert cfg["transfer"]["datasets"] and cfg["sweep"]["datasets"] and cfg["behaviour"]
     assert any("path" in s for s in cfg["saes"].values()) and any("train" in s for s in cfg["saes"].values())
 
@@ -120,3 +123,12 @@ def test_data_slices_are_what_the_helpers_build():
                            ("tweet_sentiment_multilingual", tweets)):
         got = pl.read_parquet(TEST_DIR / "data" / f"{name}.parquet")
         assert got.equals(expected), f".test/data/{name}.parquet differs from what .test/build.py writes"
+
+
+def test_the_gguf_file_is_what_the_helper_builds(tmp_path):
+    """.test/models/tiny_gemma3.gguf is up to date with `python .test/build.py` (byte for byte)."""
+    pytest.importorskip("gguf")
+    from tests.helpers import write_tiny_gguf
+
+    fresh = write_tiny_gguf(tmp_path / "tiny_gemma3.gguf", seed=0)
+    assert (TEST_DIR / "models" / "tiny_gemma3.gguf").read_bytes() == fresh.read_bytes()

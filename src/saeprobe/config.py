@@ -195,6 +195,12 @@ def _schema() -> dict[str, Any]:
     return load_schema()  # read once per process; never modified (defaults are deep-copied out)
 
 
+def model_sources() -> tuple[str, ...]:
+    """The keys that say where ``models.<name>``'s weights come from (``path``, ``hub``, ...,
+    ``gguf``): the schema's ``oneOf``, which lets a model have exactly one of them."""
+    return tuple(option["required"][0] for option in _schema()["properties"]["models"]["additionalProperties"]["oneOf"])
+
+
 def _key(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 

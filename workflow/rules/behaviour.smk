@@ -1,7 +1,6 @@
 # Cross-model behaviour probing: score a causal LM on multiple-choice data (score_behaviour); each
 # behaviour entry then is a dataset (label = correct/incorrect) probed by the usual grid, and
 # behaviour_table gathers scorer accuracy, majority rates and the best probe per feature family.
-from types import SimpleNamespace
 
 BEHAVIOUR = list(config["behaviour"])
 BEHAVIOUR_NAMES = name_regex(BEHAVIOUR)
@@ -10,7 +9,7 @@ BEHAVIOUR_NAMES = name_regex(BEHAVIOUR)
 rule score_behaviour:
     input:
         mc=lambda w: config["behaviour"][w.name].get("path", []),
-        model=lambda w: model_files(SimpleNamespace(model=scorer_of(w.name))),
+        model=lambda w: built_model_folder(scorer_of(w.name)),
     output:
         sl.BEHAVIOUR,
     wildcard_constraints:

@@ -37,6 +37,8 @@ def name_regex(names):
 TEXT_DATASETS = name_regex(sg.datasets_of_kind(config, "text"))
 IMAGE_DATASETS = name_regex(sg.datasets_of_kind(config, "image"))
 RANDOM_MODELS = name_regex([m for m, spec in config["models"].items() if "random" in spec])
+GGUF_MODELS = name_regex([m for m, spec in config["models"].items()
+                          if any(sl.BUILT_MODELS.get(key) == "convert_gguf" for key in spec)])
 
 
 # Dataset keys that choose which probes run on a dataset, not what the prepared file holds.
@@ -53,9 +55,9 @@ def model_of(sae):
 
 
 def model_source(model):
-    """Settings that decide which weights/tokenizer are used."""
+    """Settings that decide which weights/tokenizer are used (the schema's source keys and revision)."""
     spec = config["models"][model]
-    return {k: spec[k] for k in ("path", "hub", "package", "random", "revision") if k in spec}
+    return {k: spec[k] for k in (*sc.model_sources(), "revision") if k in spec}
 
 
 # rerun_on_* params: digest/version/commit of weights a rule reads outside its inputs, so new weights rerun it.
@@ -102,6 +104,11 @@ def model_runtime(purpose, model=lambda w: w.model):
     return lambda w: sz.model_runtime_min(config["models"][model(w)], model(w), config["device"], purpose)
 
 
+def gguf_mem_mb(wildcards):
+    """Host memory of a GGUF conversion, from the GGUF file's size (saeprobe.sizing.gguf_mem_mb)."""
+    return sz.gguf_mem_mb(config["models"][wildcards.model])
+
+
 def sae_mem_mb(train):
     """Host memory of an SAE job (training buffer and, on the CPU, the weights: saeprobe.sizing)."""
 
@@ -113,10 +120,21 @@ def sae_mem_mb(train):
     return mem_mb
 
 
+def built_model_folder(model):
+    """The folder models.<model> is loaded from when the workflow builds it (random init or GGUF
+    conversion: saeprobe.layout.built_model), else nothing: every stage that loads the model
+    takes it as an input, so a rebuilt folder reruns them."""
+    return sl.built_model(model, config["models"][model]) or []
+
+
 def model_files(wildcards):
-    """The model folder when the workflow builds it (random models), else nothing."""
-    spec = config["models"][wildcards.model]
-    return sl.path(sl.MODEL, model=wildcards.model) if "random" in spec else []
+    """built_model_folder of the job's model."""
+    return built_model_folder(wildcards.model)
+
+
+def gguf_file(wildcards):
+    """The GGUF file of a `gguf:` model (an input of its conversion), else nothing (a package's)."""
+    return config["models"][wildcards.model].get("gguf", [])
 
 
 def extraction_settings(model):
@@ -147,7 +165,7 @@ def quality_inputs(wildcards):
         "data": [sl.path(sl.DATA, dataset=d) for d in datasets],
         "tokens": [sl.path(sl.TOKENS, model=model, dataset=d) for d in loss],
         "loss_data": [sl.path(sl.DATA, dataset=d) for d in loss],
-        "model": sl.path(sl.MODEL, model=model) if "random" in config["models"][model] else [],
+        "model": built_model_folder(model),
     }
 
 

@@ -64,6 +64,32 @@ rule init_random_model:
         "../scripts/init_random_model.py"
 
 
+# A gguf / gguf_package model: its GGUF dequantized once into a Hugging Face folder (saeprobe.gguf),
+# which every later stage loads (built_model_folder is their input). Rerun when the GGUF's content
+# changes (rerun_on_weights: the file's digest, or the package's and its chunk packages').
+rule convert_gguf:
+    input:
+        gguf=gguf_file,
+    output:
+        directory(sl.MODEL),
+    wildcard_constraints:
+        model=GGUF_MODELS,
+    params:
+        source=lambda w: model_source(w.model),
+        rerun_on_weights=lambda w: weights_fingerprint(w.model),
+    resources:
+        mem_mb=gguf_mem_mb,
+        runtime=60,
+    conda:
+        ENV
+    log:
+        sl.log("convert_gguf", "{model}"),
+    benchmark:
+        sl.benchmark("convert_gguf", "{model}")
+    script:
+        "../scripts/convert_gguf.py"
+
+
 # probe.split_seeds: the drawn split re-drawn with each seed into a side file, read only by
 # fit_probe (the prepared dataset, and so every activation, stays as it is).
 rule draw_splits:
