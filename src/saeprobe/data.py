@@ -58,12 +58,18 @@ HUB_SPLIT, HUB_CONFIG, HUB_DATA_DIR = "hub_split", "hub_config", "hub_data_dir"
 def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFrame, str]:
     """Read a dataset source into a DataFrame.
 
+    A ``hub`` source is read with ``datasets.load_dataset`` once per ``hub_config`` x ``hub_data_dir``
+    (each a name, a list, or null), its splits concatenated with columns :data:`HUB_SPLIT`,
+    :data:`HUB_CONFIG` and :data:`HUB_DATA_DIR`; offline, from the repository's snapshot in the
+    Hugging Face hub cache when there is one (:func:`_hub_location`).
+
     Args:
         spec: one ``datasets.<name>`` config entry (``path`` or ``hub`` plus options).
     Returns:
         (frame, description of where it came from)
     Raises:
-        DataError: unreadable file or unsupported format.
+        DataError: unreadable file or unsupported format; a hub dataset that cannot be loaded (not
+            cached offline, a loading-script repository, no such config, folder or split), naming it.
     """
     if "path" in spec:
         path = Path(spec["path"])

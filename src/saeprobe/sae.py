@@ -86,6 +86,13 @@ def safetensors_shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
     calls before downloading the weights: it asks huggingface.co for the header with HTTP range requests,
     bypassing the cache and ``HF_HUB_OFFLINE``, so a cached Gemma Scope 2 SAE failed to load offline. The
     loader downloads the same file right after, so reading it here costs no extra transfer.
+
+    Returns:
+        tensor name -> shape, e.g. ``{"w_enc": [640, 16384], ...}``.
+    Raises:
+        huggingface_hub's ``LocalEntryNotFoundError`` (offline, not cached) or its HTTP errors;
+        ``SafetensorError`` for a file that is not safetensors. :func:`load_sae` turns them into a
+        one-line :class:`~saeprobe.errors.ConfigError`.
     """
     from huggingface_hub import hf_hub_download
     from safetensors import safe_open
