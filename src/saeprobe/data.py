@@ -112,7 +112,8 @@ def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFra
     for config_name in configs:
         for data_dir in data_dirs:
             try:
-                ds = datasets.load_dataset(source, config_name, data_dir=data_dir, revision=revision)
+                folder = {"data_dir": data_dir} if data_dir else {}
+                ds = datasets.load_dataset(source, config_name, revision=revision, **folder)
             except Exception as exc:
                 what = f"'{spec['hub']}'" + (f" (config '{config_name}')" if config_name else "") + (
                     f" (folder '{data_dir}')" if data_dir else "") + (f" at revision '{revision}'" if revision else "")
