@@ -1,7 +1,8 @@
 """The hub path, executed offline: config/paper.yaml and config/gemma-scope-2.yaml run end to end against a
 stand-in Hugging Face cache (tests/hub_cache.py) with HF_HUB_OFFLINE=1 and every network connection refused.
 
-Each shipped config is narrowed — fewer layers, SAE entries, languages and rows; no TF-IDF or sweeps — but
+Each shipped config is narrowed — fewer layers, SAE entries, languages and rows, 64-token documents; no TF-IDF,
+sweeps, k-sparse probes, and SAE quality (spliced loss) in the Gemma Scope 2 run only — but
 keeps its ids (hub models, hub datasets, SAELens releases and sae_ids), and keeps at least one cell of every
 model architecture (Gemma 2, PaliGemma 2, Gemma 3), source kind (hub model, hub dataset, release SAE, hidden
 states; local files in behaviour and in gemma-scope-2.yaml), dataset and release, so that the real loaders
