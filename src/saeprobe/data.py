@@ -46,14 +46,15 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from saeprobe.config import with_defaults
 from saeprobe.errors import DataError, one_line
 from saeprobe.io import atomic_path, reading
+from saeprobe.offline import is_offline
 
 log = logging.getLogger("saeprobe")
 
 SPLITS = ("train", "validation", "test")
 LABEL_NAMES_KEY = b"saeprobe.label_names"
-# Columns added to hub sources: the split and the config each row came from (usable as
-# split_column / lang_column, e.g. one config or split per language).
-HUB_SPLIT, HUB_CONFIG = "hub_split", "hub_config"
+# Columns added to hub sources: the split, the config and the folder (``hub_data_dir``) each row
+# came from (usable as split_column / lang_column, e.g. one config, split or folder per language).
+HUB_SPLIT, HUB_CONFIG, HUB_DATA_DIR = "hub_split", "hub_config", "hub_data_dir"
 # Labels that look like a continuous variable, not classes (:func:`_check_not_continuous`): at
 # least CONTINUOUS_MIN_VALUES distinct numbers, of which some are not whole numbers, or whose
 # values hold a median of fewer than CONTINUOUS_MAX_MEDIAN_ROWS rows each.
@@ -65,12 +66,18 @@ SHOWN_CLASSES = 5  # classes an error names; the rest are counted
 def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFrame, str]:
     """Read a dataset source into a DataFrame.
 
+    A ``hub`` source is read with ``datasets.load_dataset`` once per ``hub_config`` x ``hub_data_dir``
+    (each a name, a list, or null), its splits concatenated with columns :data:`HUB_SPLIT`,
+    :data:`HUB_CONFIG` and :data:`HUB_DATA_DIR`; offline, from the repository's snapshot in the
+    Hugging Face hub cache when there is one (:func:`_hub_location`).
+
     Args:
         spec: one ``datasets.<name>`` config entry (``path`` or ``hub`` plus options).
     Returns:
         (frame, description of where it came from)
     Raises:
-        DataError: unreadable file or unsupported format.
+        DataError: unreadable file or unsupported format; a hub dataset that cannot be loaded (not
+            cached offline, a loading-script repository, no such config, folder or split), naming it.
     """
     if "path" in spec:
         path = Path(spec["path"])
@@ -106,19 +113,52 @@ def read_source(spec: dict[str, Any], name: str = "dataset") -> tuple[pl.DataFra
 
     configs = spec.get("hub_config")
     configs = configs if isinstance(configs, list) else [configs]
+    data_dirs = spec.get("hub_data_dir")
+    data_dirs = data_dirs if isinstance(data_dirs, list) else [data_dirs]
+    source, revision = _hub_location(spec["hub"], spec.get("revision"))
     frames = []
     for config_name in configs:
-        try:
-            ds = datasets.load_dataset(spec["hub"], config_name, revision=spec.get("revision"))
-        except Exception as exc:
-            what = f"'{spec['hub']}'" + (f" (config '{config_name}')" if config_name else "")
-            raise DataError(f"dataset '{name}': could not load {what} from the Hugging Face hub: {one_line(exc)}") from exc
-        for split in spec.get("hub_splits") or list(ds.keys()):
-            if split not in ds:
-                raise DataError(f"dataset '{name}': hub dataset '{spec['hub']}' has no split '{split}' (has {list(ds)})")
-            frame = pl.from_arrow(ds[split].data.table)
-            frames.append(frame.with_columns(pl.lit(split).alias(HUB_SPLIT), pl.lit(config_name).alias(HUB_CONFIG)))
+        for data_dir in data_dirs:
+            try:
+                folder = {"data_dir": data_dir} if data_dir else {}
+                ds = datasets.load_dataset(source, config_name, revision=revision, **folder)
+            except Exception as exc:
+                what = f"'{spec['hub']}'" + (f" (config '{config_name}')" if config_name else "") + (
+                    f" (folder '{data_dir}')" if data_dir else "") + (f" at revision '{revision}'" if revision else "")
+                where = f"its snapshot in the local Hugging Face cache ({source})" if source != spec["hub"] else \
+                    "the Hugging Face hub"
+                raise DataError(f"dataset '{name}': could not load {what} from {where}: {one_line(exc)}") from exc
+            for split in spec.get("hub_splits") or list(ds.keys()):
+                if split not in ds:
+                    raise DataError(f"dataset '{name}': hub dataset '{spec['hub']}' has no split '{split}' (has {list(ds)})")
+                frame = pl.from_arrow(ds[split].data.table)
+                frames.append(frame.with_columns(pl.lit(split).alias(HUB_SPLIT), pl.lit(config_name).alias(HUB_CONFIG),
+                                                 pl.lit(data_dir).alias(HUB_DATA_DIR)))
     return pl.concat(frames, how="diagonal_relaxed"), f"hub:{spec['hub']}"
+
+
+def _hub_location(repo_id: str, revision: str | None) -> tuple[str, str | None]:
+    """(what ``load_dataset`` reads, its revision) for hub dataset ``repo_id``.
+
+    Offline (``offline: true`` or ``HF_HUB_OFFLINE``), ``datasets`` 4+ does not read a repository's
+    files from the Hugging Face hub cache — only its own processed cache of an earlier online load —
+    so a repository downloaded with ``huggingface_hub`` (``hf download --repo-type dataset``, or an
+    earlier run on a machine with network) would not load. Offline, the snapshot of ``revision`` in
+    the hub cache (``snapshot_download(..., local_files_only=True)``) is read as a local folder
+    instead; ``datasets`` reads its README's configs and data files as it would on the hub. With no
+    such snapshot, or online, the hub id is returned unchanged.
+    """
+    if not is_offline():
+        return repo_id, revision
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo_id, repo_type="dataset", revision=revision, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - not in the hub cache: datasets' own cache may still hold it
+        log.debug("dataset %s@%s: no snapshot in the hub cache (%s)", repo_id, revision or "main", one_line(exc))
+        return repo_id, revision
+    log.info("dataset %s@%s: offline, reading its snapshot in the hub cache, %s", repo_id, revision or "main", folder)
+    return folder, None
 
 
 def _column_names(path: Path, suffix: str) -> list[str] | None:

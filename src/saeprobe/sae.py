@@ -85,7 +85,8 @@ def _load(spec: dict[str, Any], layer: int, device: str | torch.device, name: st
         if problem and problem[0] == "id":
             raise ConfigError(f"saes.{name}.sae_id: {problem[1]}")
         try:
-            return SAE.from_pretrained(release, sae_id, device=device), f"'{sae_id}' of release '{release}'"
+            with _shapes_from_cache():
+                return SAE.from_pretrained(release, sae_id, device=device), f"'{sae_id}' of release '{release}'"
         except Exception as exc:
             if problem:  # not in SAELens' directory, and not a loadable Hugging Face repo either
                 raise ConfigError(f"saes.{name}.release: {problem[1]} ({one_line(exc)})") from exc
@@ -103,6 +104,39 @@ def _load(spec: dict[str, Any], layer: int, device: str | torch.device, name: st
         raise damaged(file, exc, rebuild=folder, built="train" in spec) from exc
     except Exception as exc:
         raise ConfigError(f"saes.{name}: could not load the SAE in '{folder}': {one_line(exc)}") from exc
+
+
+def safetensors_shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+    """Tensor shapes of the safetensors file ``filename`` of hub repo ``repo_id``, read from its header in
+    the local Hugging Face cache (``hf_hub_download``: downloaded once when online, the cached copy offline).
+
+    Stands in for SAELens' ``get_safetensors_tensor_shapes``, which its Gemma Scope 2 loader (``gemma_3``)
+    calls before downloading the weights: it asks huggingface.co for the header with HTTP range requests,
+    bypassing the cache and ``HF_HUB_OFFLINE``, so a cached Gemma Scope 2 SAE failed to load offline. The
+    loader downloads the same file right after, so reading it here costs no extra transfer.
+
+    Returns:
+        tensor name -> shape, e.g. ``{"w_enc": [640, 16384], ...}``.
+    Raises:
+        huggingface_hub's ``LocalEntryNotFoundError`` (offline, not cached) or its HTTP errors;
+        ``SafetensorError`` for a file that is not safetensors. :func:`load_sae` turns them into a
+        one-line :class:`~saeprobe.errors.ConfigError`.
+    """
+    from huggingface_hub import hf_hub_download
+    from safetensors import safe_open
+
+    path = hf_hub_download(repo_id, filename)
+    with safe_open(path, framework="numpy") as fh:
+        return {key: list(fh.get_slice(key).get_shape()) for key in fh.keys()}  # noqa: SIM118 - not a dict
+
+
+def _shapes_from_cache() -> Any:
+    """Context in which SAELens' pretrained loaders read safetensors shapes with :func:`safetensors_shapes`."""
+    from unittest import mock
+
+    from sae_lens.loading import pretrained_sae_loaders
+
+    return mock.patch.object(pretrained_sae_loaders, "get_safetensors_tensor_shapes", safetensors_shapes)
 
 
 def _pretrained_problem(release: str, sae_id: str) -> tuple[str, str] | None:
