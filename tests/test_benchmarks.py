@@ -67,3 +67,21 @@ def test_gemma_cuda_path_runs_shrunk_on_cpu(tmp_path):
     assert all(2 <= e["l0"] <= 32 for e in model["encoding"].values())  # calibrated near the asked L0
     assert "torch.profiler: extraction" in table and "torch.profiler: encode_store" in table
     assert model["flops"]["params_to_deepest_layer"] > 0
+
+
+def test_startup_reports_each_script_and_its_jobs(tmp_path):
+    # benchmarks/startup.py: a script's module-level imports in a fresh interpreter, against a baseline
+    # checkout (here this one), times the jobs a dry run plans.
+    from tests.helpers import TEST_CONFIGS, config_workdir, planned
+
+    out = tmp_path / "startup.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "startup.py"), "--scripts", "pool,sae_table", "--repeats", "1",
+           "--no-reference", "--baseline", str(ROOT), "--config", str(TEST_CONFIGS / "minimal.yaml"), "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = json.loads(out.read_text())
+    assert list(res["rows"]) == ["pool", "sae_table"]
+    assert {v: r["heavy"] for v, r in res["rows"]["pool"].items()} == {"this": ["zarr"], "baseline": ["zarr"]}
+    jobs = planned(config_workdir(tmp_path), configfile=TEST_CONFIGS / "minimal.yaml")
+    assert res["job_counts"] == jobs
+    assert "| pool | zarr |" in proc.stdout and f"| {jobs['pool']} |" in proc.stdout

@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from saeprobe.config import with_defaults
 from saeprobe.errors import DataError, one_line
@@ -565,6 +564,8 @@ def _carve(out: pl.DataFrame, split: np.ndarray, spec: dict[str, Any], name: str
     no split) are divided. With ``groups`` (n rows) each group goes whole to one split
     (:func:`_draw_groups`).
     """
+    from sklearn.model_selection import train_test_split  # here, not at the top: most jobs read prepared data only
+
     split = split.copy()
     if "train" not in set(split.tolist()):
         log.info("dataset %s: source splits %s have no train split; splitting all rows", name, sorted(set(split.tolist())))
@@ -616,6 +617,8 @@ def _draw_groups(pool: np.ndarray, labels: np.ndarray, groups: np.ndarray, size:
     the share is a multiple of 1/n_splits only approximately (groups differ in size), and the
     stratification is as close as whole groups allow (sklearn's greedy assignment).
     """
+    from sklearn.model_selection import StratifiedGroupKFold
+
     n_splits = max(2, round(1 / size))
     n_groups = len(np.unique(groups[pool]))
     if n_groups < n_splits:

@@ -23,6 +23,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,7 +32,9 @@ from saeprobe import layout
 from saeprobe.errors import DataError
 from saeprobe.grid import parse_binarize
 from saeprobe.io import atomic_path, reading
-from saeprobe.store import ActivationStore, CodeStore, RaggedStore
+
+if TYPE_CHECKING:  # the stores (and zarr) only where a store is pooled: the probe jobs read pooled .npz files
+    from saeprobe.store import RaggedStore
 
 log = logging.getLogger("saeprobe")
 
@@ -181,6 +184,8 @@ def pool_store_all(store: RaggedStore, poolings: Sequence[str], exclude_special:
         ValueError: an unknown pooling, ``top<N>`` on hidden states, or a store whose doc_id is
             not a permutation of 0..n_docs-1.
     """
+    from saeprobe.store import ActivationStore, CodeStore
+
     poolings = list(dict.fromkeys(poolings))  # a pooling asked for twice is computed once
     for pooling in poolings:
         parse_pooling(pooling)

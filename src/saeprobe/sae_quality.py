@@ -27,14 +27,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import torch
 
 from saeprobe.io import read_json
 from saeprobe.tables import cv_choice
+
+if TYPE_CHECKING:  # torch is imported by the functions that compute: the table job (sae_table) needs none of it
+    import torch
 
 log = logging.getLogger("saeprobe")
 
@@ -44,6 +46,8 @@ log = logging.getLogger("saeprobe")
 
 def firing_fractions(sae: Any, x: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
     """Per latent, the share of the rows of ``x`` (n, d_in) on which its code is non-zero: (d_sae,) float64."""
+    import torch
+
     device = next(sae.parameters()).device
     counts = torch.zeros(int(sae.cfg.d_sae), dtype=torch.float64, device=device)
     with torch.inference_mode():
@@ -104,6 +108,8 @@ def spliced_loss(model: torch.nn.Module, sae: Any, docs: Sequence[tuple[np.ndarr
         next-token target), ``loss_recovered`` (NaN when CE_zero = CE_clean), ``kl_div`` (mean
         KL(clean ‖ spliced) per token, nats), ``n_loss_tokens``, ``n_loss_docs``.
     """
+    import torch
+
     from saeprobe.models import blocks
 
     block = blocks(model)[layer]
