@@ -63,7 +63,7 @@ def narrow_paper(cfg: dict[str, Any]) -> dict[str, Any]:
         cfg["datasets"][name]["hidden_poolings"] = []
     cfg["features"].update(poolings=["sum", "top20", "mean"], hidden_poolings=["last", "mean"])
     cfg["probe"]["Cs"] = [0.1, 1.0]
-    cfg["bootstrap"] = {"resamples": 100}
+    cfg["bootstrap"] = {"resamples": 200}  # the floor of a 95 % percentile interval (T2)
     cfg["tfidf"]["enabled"] = False
     cfg["sae_quality"] = {"enabled": False}  # the spliced loss runs in the Gemma Scope 2 test (Gemma 3)
     piqa = cfg["behaviour"]["piqa_gemma-2-9b-it"]  # scored by the 9B-IT stand-in, probed with its own features
@@ -92,7 +92,7 @@ def narrow_gemma_scope_2(cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     cfg["sae_quality"].update(max_tokens=2000, loss_tokens=200, loss_datasets=["jailbreak_classification"])
     cfg["features"].update(poolings=["mean", "top20"], hidden_poolings=["mean"])
     cfg["probe"]["Cs"] = [0.1, 1.0]
-    cfg["bootstrap"] = {"resamples": 100}
+    cfg["bootstrap"] = {"resamples": 200}  # the floor of a 95 % percentile interval (T2)
     cfg["tfidf"]["enabled"] = False
     for stage in ("ksparse", "transfer"):
         cfg.pop(stage)
