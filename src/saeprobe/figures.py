@@ -21,7 +21,7 @@ Input tables (:data:`saeprobe.layout.TABLE`), by figure:
 Whenever a figure shows "the best configuration", it is chosen on the CV macro F1 of the train
 split by the one-standard-error rule (:func:`saeprobe.tables.cv_choice`: the simplest
 configuration within one standard error of the best), never on the test score; the test macro
-F1 of that configuration is what is plotted (:func:`cv_best`).
+F1 of that configuration is what is plotted (:func:`saeprobe.tables.cv_choice`).
 
 Which figures a run makes is decided from the configuration alone
 (:func:`saeprobe.grid.figure_plan`, light to import), so Snakemake knows the outputs when it
@@ -103,12 +103,6 @@ def save(fig: Figure, stem: str | Path) -> tuple[Path, Path]:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def cv_best(df: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
-    """Per group of ``keys``, the row chosen on CV by the one-standard-error rule
-    (:func:`saeprobe.tables.cv_choice`; needs ``cv_macro_f1`` and ``cv_macro_f1_se``). Never looks at test scores."""
-    return cv_choice(df, keys)
 
 
 def pooling_key(name: str | None) -> tuple[int, int]:
@@ -273,7 +267,7 @@ def f1_by_layer(grid: pl.DataFrame) -> Figure:
     feats = grid.filter(pl.col("family").is_in(["sae", "hidden"]) & pl.col("layer").is_not_null())
     if feats.is_empty():
         return _empty(title, "no SAE or hidden-state probes in grid.parquet")
-    best = cv_best(feats, ["dataset", "model", "family", "layer"]).sort(["model", _family_rank(), "layer"])
+    best = cv_choice(feats, ["dataset", "model", "family", "layer"]).sort(["model", _family_rank(), "layer"])
     datasets = feats["dataset"].unique(maintain_order=True).to_list()
     colors = _color_map(sorted(best["model"].unique().to_list()))
     fig, axes = _figure(len(datasets))
@@ -310,7 +304,7 @@ def f1_by_width(grid: pl.DataFrame) -> Figure:
     sae = grid.filter((pl.col("family") == "sae") & pl.col("n_features").is_not_null())
     if sae.is_empty():
         return _empty(title, "no SAE probes in grid.parquet")
-    best = cv_best(sae, ["dataset", "model", "n_features"]).sort(["model", "n_features"])
+    best = cv_choice(sae, ["dataset", "model", "n_features"]).sort(["model", "n_features"])
     datasets = sae["dataset"].unique(maintain_order=True).to_list()
     colors = _color_map(sorted(best["model"].unique().to_list()))
     fig, axes = _figure(len(datasets))
@@ -579,7 +573,7 @@ def behaviour_bars(behaviour: pl.DataFrame) -> Figure:
     title = "Behaviour probes: does a probe predict whether the scored model answered correctly?"
     if behaviour.is_empty():
         return _empty(title, "behaviour.parquet has no rows")
-    best = cv_best(behaviour, ["dataset", "probe_model", "family"])
+    best = cv_choice(behaviour, ["dataset", "probe_model", "family"])
     datasets = best["dataset"].unique(maintain_order=True).to_list()
     probes = (best.with_columns(_family_rank().alias("_fam"))
               .sort([pl.col("family") == "tfidf", "probe_model", "_fam"], nulls_last=True)
@@ -621,7 +615,7 @@ def behaviour_bars(behaviour: pl.DataFrame) -> Figure:
 
 @_styled
 def ksparse_curves(ksparse: pl.DataFrame) -> Figure:
-    """Test macro F1 against k (log x) of the CV-chosen (:func:`cv_best`) SAE and hidden-state k-sparse probe at each k.
+    """Test macro F1 against k (log x) of the CV-chosen (:func:`saeprobe.tables.cv_choice`) SAE and hidden-state k-sparse probe at each k.
 
     One panel per (dataset, ranking); one line per model and family (SAE solid, hidden dashed),
     with the test macro F1's bootstrap interval as error bars. Input: ``ksparse.parquet``
@@ -630,7 +624,7 @@ def ksparse_curves(ksparse: pl.DataFrame) -> Figure:
     title = "k-sparse probes: test macro F1 against k (CV-chosen configuration at each k; bars: 95% bootstrap interval)"
     if ksparse.is_empty():
         return _empty(title, "ksparse.parquet has no rows")
-    best = cv_best(ksparse, ["dataset", "ranking", "model", "family", "k"]).sort(
+    best = cv_choice(ksparse, ["dataset", "ranking", "model", "family", "k"]).sort(
         ["dataset", "ranking", "model", _family_rank(), "k"])
     panels = best.select("dataset", "ranking").unique(maintain_order=True).rows()
     colors = _color_map(sorted(best["model"].unique().to_list()))
@@ -663,7 +657,7 @@ def binarize_vs_ksparse(versus: pl.DataFrame) -> Figure:
     probes = versus.select(*keys, cv_macro_f1="binarized_cv_macro_f1", cv_macro_f1_se="binarized_cv_macro_f1_se",
                            n_features="binarized_n_features",
                            mean_active_features="binarized_mean_active_features").unique(keys, maintain_order=True)
-    cells = cv_best(probes, ["dataset", "model"]).sort(["dataset", "model"])
+    cells = cv_choice(probes, ["dataset", "model"]).sort(["dataset", "model"])
     fig, axes = _figure(cells.height)
     for ax, cell in zip(axes, cells.iter_rows(named=True), strict=True):
         sub = versus.filter(pl.all_horizontal(pl.col(c) == cell[c] for c in keys))
